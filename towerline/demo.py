@@ -86,7 +86,7 @@ def _load_profiles(cfg: DemoConfig, lake: Path) -> dict:
     from towerline.featurestore import apply_repo, load_profiles, open_store
 
     store = open_store(data_dir=cfg.workdir / "feast", online="sqlite")
-    apply_repo(store)
+    apply_repo(store, lake=lake)
     return load_profiles(store, lake, progress=True)
 
 
