@@ -180,11 +180,16 @@ def features_apply(
     online: Online = None,
     redis_url: RedisUrl = None,
     data_dir: DataDir = None,
+    lake: Annotated[
+        Path | None, typer.Option(help="The lake the offline sources read [env TOWERLINE_LAKE].")
+    ] = None,
 ) -> None:
     """Register entities and feature views (like `feast apply`) and create the online tables."""
     from towerline.featurestore import apply_repo
 
-    apply_repo(_store(repo, online, redis_url, data_dir))
+    apply_repo(
+        _store(repo, online, redis_url, data_dir), lake=lake or os.environ.get("TOWERLINE_LAKE")
+    )
     typer.echo("feature repository applied")
 
 
