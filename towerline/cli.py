@@ -7,6 +7,7 @@ each command so `towerline --help` stays fast.
 import datetime as dt
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -237,8 +238,36 @@ def _yesterday() -> dt.date:
     return dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean "your input or environment is wrong": one clear line, no traceback."""
+    from schemas.errors import SchemaError
+    from schemas.lake import LakeError
+    from towerline.demo import DemoError
+    from towerline.devbroker import BrokerError
+    from towerline.featurestore import FeatureStoreError
+    from towerline.replay import ReplayError
+
+    return (
+        SchemaError,
+        LakeError,
+        BrokerError,
+        FeatureStoreError,
+        ReplayError,
+        DemoError,
+        FileExistsError,
+    )
+
+
 def main() -> None:
-    app()
+    # kafka-python 3.0 loads its protocol files through a deprecated importlib API.
+    warnings.filterwarnings("ignore", message=r"(read|open)_text is deprecated")
+    try:
+        app()
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

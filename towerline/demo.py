@@ -7,6 +7,7 @@ engagements → consume them back with a consumer group → summary table.
 import contextlib
 import dataclasses
 import datetime as dt
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +18,13 @@ from rich.table import Table
 
 from schemas.codec import AvroCodec
 from schemas.errors import SchemaError
+
+USER_FEATURES = [f"user_profile:{f}" for f in ("age_bucket", "gender", "country", "segment")]
+PIN_FEATURES = ["pin_profile:interest_ids", "pin_profile:interest_confidences"]
+
+
+class DemoError(RuntimeError):
+    """A demo step produced the wrong result."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +43,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     """Run every step, print a summary and return it (tests read the dict)."""
     console = console or Console()
     lake, started = cfg.workdir / "lake", time.monotonic()
+    _clear_previous_run(cfg.workdir)
     summary: dict = {}
     with _step(console, "generate the synthetic world"):
         summary["world"] = _generate(cfg, lake)
@@ -44,12 +53,21 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
         summary["replay"] = _replay_and_consume(cfg, lake, bootstrap)
     summary["seconds"] = round(time.monotonic() - started, 1)
     console.print(_summary_table(summary))
+    replay = summary["replay"]
+    if replay["failed"] or replay["consumed"] != replay["sent"] or replay["undecodable"]:
+        raise DemoError(f"replay lost or mangled records: {replay}")
     console.print(
         f"\nLook next: the lake under [bold]{lake}[/bold] (world.json holds the planted truth), "
         f"the Feast registry and online store under [bold]{cfg.workdir / 'feast'}[/bold], "
         "and `towerline --help` for every command."
     )
     return summary
+
+
+def _clear_previous_run(workdir: Path) -> None:
+    """The demo owns its workdir: a second `make demo` starts from a clean slate."""
+    for name in ("lake", "feast"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -83,11 +101,18 @@ def _generate(cfg: DemoConfig, lake: Path) -> dict:
 
 
 def _load_profiles(cfg: DemoConfig, lake: Path) -> dict:
-    from towerline.featurestore import apply_repo, load_profiles, open_store
+    from towerline.featurestore import apply_repo, load_profiles, open_store, read_online
 
     store = open_store(data_dir=cfg.workdir / "feast", online="sqlite")
     apply_repo(store, lake=lake)
-    return load_profiles(store, lake, progress=True)
+    counts = load_profiles(store, lake, progress=True)
+    user = read_online(store, USER_FEATURES, [{"user_id": 1}])
+    pin = read_online(store, PIN_FEATURES, [{"pin_id": 1}])
+    return {
+        "rows": counts,
+        "user_1": {k: v[0] for k, v in user.items() if k != "user_id"},
+        "pin_1": {k: v[0] for k, v in pin.items() if k != "pin_id"},
+    }
 
 
 def _replay_and_consume(cfg: DemoConfig, lake: Path, bootstrap: str) -> dict:
@@ -146,8 +171,16 @@ def _summary_table(summary: dict) -> Table:
         "offsite events / engagements",
         f"{world['offsite_events']:,} / {world['engagement_events']:,}",
     )
-    for view, rows in summary["profiles"].items():
+    profiles = summary["profiles"]
+    for view, rows in profiles["rows"].items():
         table.add_row(f"online rows: {view}", f"{rows:,}")
+    table.add_row("online read user 1", " ".join(str(v) for v in profiles["user_1"].values()))
+    pin = profiles["pin_1"]
+    interests = ", ".join(
+        f"{i}:{c:.2f}"
+        for i, c in zip(pin["interest_ids"], pin["interest_confidences"], strict=True)
+    )
+    table.add_row("online read pin 1 interests", interests)
     table.add_row(
         f"engagements sent ({replay['dt']})", f"{replay['sent']:,} in {replay['send_seconds']}s"
     )
