@@ -1,0 +1,156 @@
+"""`towerline publish`: make model version V servable, only when both halves of it exist.
+
+A user embedding means something only against the index of the same version, computed
+from that version's cached history state (DESIGN.md, "Versions"). ``publish`` checks, in
+order, and refuses with a message naming what is missing:
+
+1. an index of V in INDEXES whose ``index.bin`` matches its sha256, built from the item
+   tower V has in the registry (same sha256);
+2. ``user_history_state`` rows of V in the lake (``<lake>/user_history_state/dt=*/``,
+   newest partition first);
+3. with a Feast store: the online store answers a sample of those users for
+   ``model_version=V``.
+
+Only then is ``<INDEXES>/<model_name>/serving.json`` replaced (``os.replace`` after fsync),
+naming the version and its index directory; a refused publish leaves it untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import feast
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from model.artifacts import DEFAULT_MODEL_NAME
+from model.registry import RegistryError, resolve_version, verify_version
+from schemas.arrow import USER_HISTORY_STATE
+from schemas.lake import partition_dir, partitions
+from towerline.ann import (
+    SERVING,
+    AnnError,
+    current_dir,
+    list_indexes,
+    model_root,
+    read_pointer,
+    verify_index,
+    write_json_atomic,
+)
+from towerline.featurestore import read_online
+
+HISTORY_VIEW = "user_history_state"
+
+
+class PublishError(RuntimeError):
+    """The version is not servable; the message names what is missing."""
+
+
+def find_index(indexes: Path, model_name: str, version: str) -> tuple[Path, dict[str, Any]]:
+    """The intact index of ``version`` to serve: ``current`` if it is one, else the newest."""
+    builds = [
+        p for p, meta in list_indexes(indexes, model_name) if meta["model_version"] == version
+    ]
+    if not builds:
+        raise PublishError(
+            f"{model_name} {version} has no index in {indexes}; build it first with "
+            f"`towerline batch index --version {version}`"
+        )
+    current = current_dir(indexes, model_name)
+    candidates = ([current] if current in builds else []) + builds[::-1]
+    problems = []
+    for path in dict.fromkeys(candidates):
+        try:
+            return path, verify_index(path)
+        except AnnError as exc:
+            problems.append(str(exc))
+    raise PublishError(f"{model_name} {version} has no intact index: {'; '.join(problems)}")
+
+
+def check_item_tower(meta: dict[str, Any], registry: Path, model_name: str, version: str) -> None:
+    """The index must come from the item tower the registry holds for ``version``."""
+    try:
+        files = verify_version(registry, model_name, version)["files"]
+    except RegistryError as exc:
+        raise PublishError(f"cannot check the item tower of {version}: {exc}") from exc
+    if files.get("item_tower.pt") != meta["sha256"].get("item_tower"):
+        raise PublishError(
+            f"index {meta['model_version']} ({meta['built_at']}) was built from another item "
+            f"tower than {model_name} {version} in {registry}; rebuild the index"
+        )
+
+
+def offline_states(lake: Path, version: str, sample: int) -> dict[str, Any]:
+    """Newest ``user_history_state`` partition holding rows of ``version``: {partition,
+    rows, sample_users (up to ``sample`` ids spread over the partition)}."""
+    for day in reversed(partitions(lake, HISTORY_VIEW)):
+        # The whole dt= directory: the encode job nests one folder per version in it.
+        states = ds.dataset(
+            partition_dir(lake, HISTORY_VIEW, day), format="parquet", schema=USER_HISTORY_STATE
+        )
+        table = states.to_table(columns=["user_id"], filter=pc.field("model_version") == version)
+        if table.num_rows:
+            users = np.unique(table["user_id"].to_numpy())
+            picks = np.unique(np.linspace(0, len(users) - 1, min(sample, len(users))).astype(int))
+            return {
+                "partition": day.isoformat(),
+                "rows": table.num_rows,
+                "sample_users": users[picks].tolist(),
+            }
+    raise PublishError(
+        f"no {HISTORY_VIEW} rows for model_version {version!r} under {Path(lake) / HISTORY_VIEW}; "
+        f"run the daily encode job with {version} first"
+    )
+
+
+def online_states(store: feast.FeatureStore, version: str, users: list[int]) -> int:
+    """How many of ``users`` the online store answers for ``version`` (all, or refuse)."""
+    rows = [{"user_id": int(u), "model_version": version} for u in users]
+    hidden = read_online(store, [f"{HISTORY_VIEW}:hidden"], rows)["hidden"]
+    missing = [u for u, h in zip(users, hidden, strict=True) if h is None]
+    if missing:
+        raise PublishError(
+            f"the online store has no {HISTORY_VIEW} of {version} for {len(missing)} of "
+            f"{len(users)} sampled users (e.g. user_id {missing[:3]}); write it online first"
+        )
+    return len(users)
+
+
+def publish(
+    version: str,
+    registry: Path,
+    indexes: Path,
+    lake: Path,
+    store: feast.FeatureStore | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
+    sample: int = 16,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Check ``version`` (or "latest") is servable, then point ``serving.json`` at it.
+    Returns the pointer written; raises ``PublishError`` and writes nothing otherwise."""
+    try:
+        version = resolve_version(Path(registry), model_name, version)
+    except RegistryError as exc:
+        raise PublishError(str(exc)) from exc
+    path, meta = find_index(indexes, model_name, version)
+    check_item_tower(meta, Path(registry), model_name, version)
+    states = offline_states(Path(lake), version, sample)
+    if store is not None:
+        states["online_sampled"] = online_states(store, version, states["sample_users"])
+    root = model_root(indexes, model_name)
+    old = read_pointer(root / SERVING)
+    doc = {
+        "model_name": model_name,
+        "model_version": version,
+        "dir": path.name,
+        "index_sha256": meta["sha256"]["index"],
+        "corpus_snapshot": meta["corpus_snapshot"],
+        "published_at": (now or dt.datetime.now(dt.UTC)).isoformat(),
+        "history_states": {k: v for k, v in states.items() if k != "sample_users"},
+        "previous": {k: old[k] for k in ("model_version", "dir", "published_at")} if old else None,
+    }
+    write_json_atomic(root / SERVING, doc)
+    return doc

@@ -1,0 +1,139 @@
+"""The publish rule with a real registry, real index files and real Feast (SQLite)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from pathlib import Path
+
+import feast
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from batch.publish import PublishError, publish
+from model.artifacts import TwoTower, save_model
+from model.config import ModelConfig
+from schemas.arrow import USER_HISTORY_STATE
+from towerline.ann import SERVING, HnswIndex, new_staging, publish_index, read_pointer
+from towerline.cli_batch_index import publish_cmd
+from towerline.featurestore import apply_repo, open_store, write_online
+
+DAY = dt.date(2025, 6, 30)
+NOW = dt.datetime(2025, 7, 1, 2, tzinfo=dt.UTC)
+USERS = list(range(1, 41))
+
+
+def write_states(lake: Path, version: str, store: feast.FeatureStore | None = None) -> None:
+    """History states of ``version`` for USERS, in the encode job's offline layout
+    (``dt=DATE/<version>/part-*.parquet``) and, with ``store``, online."""
+    table = pa.table(
+        {
+            "user_id": USERS,
+            "model_version": [version] * len(USERS),
+            "hidden": [[0.1 * u, -0.1] for u in USERS],
+            "history_len": pa.array([3] * len(USERS), pa.int32()),
+            "event_timestamp": [NOW] * len(USERS),
+        }
+    ).cast(USER_HISTORY_STATE)
+    part = lake / "user_history_state" / f"dt={DAY.isoformat()}" / version
+    part.mkdir(parents=True)
+    pq.write_table(table, part / "part-00000.parquet")
+    if store is not None:
+        write_online(store, "user_history_state", table)
+
+
+def item_tower_sha(registry: Path, version: str) -> str:
+    manifest = json.loads((registry / "two_tower" / version / "manifest.json").read_text())
+    return manifest["files"]["item_tower.pt"]
+
+
+def build_index(indexes: Path, registry: Path, version: str, tower_sha: str | None = None) -> Path:
+    meta = {
+        "model_name": "two_tower",
+        "model_version": version,
+        "built_at": NOW.isoformat(),
+        "corpus_snapshot": "corpus-20250630-abc",
+        "sha256": {"item_tower": tower_sha or item_tower_sha(registry, version)},
+    }
+    staging = new_staging(indexes, "two_tower")
+    vectors = np.random.default_rng(0).standard_normal((30, 8)).astype(np.float32)
+    HnswIndex.build(np.arange(30), vectors, metadata=meta).save(staging)
+    return publish_index(staging, indexes, "two_tower", 3, NOW)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Registry with v1..v3; lake and Feast (SQLite) holding history states of v1 only."""
+    root = tmp_path_factory.mktemp("publish")
+    registry, lake = root / "registry", root / "lake"
+    cfg = ModelConfig(pin_buckets=256, interest_vocab=16, dim=8, d_model=8, ff=16, head_hidden=16)
+    for seed in range(3):
+        save_model(registry, TwoTower.build(cfg, seed=seed), {"start": "x"}, {})
+    lake.mkdir()
+    store = open_store(
+        online="sqlite", project=f"tl_pub_{uuid.uuid4().hex[:10]}", data_dir=root / "feast"
+    )
+    apply_repo(store, lake)
+    write_states(lake, "v1", store)
+    return {"registry": registry, "lake": lake, "store": store, "root": root}
+
+
+def test_publish_points_serving_at_a_complete_version(env: dict, tmp_path: Path) -> None:
+    index_dir = build_index(tmp_path, env["registry"], "v1")
+    doc = publish("v1", env["registry"], tmp_path, env["lake"], env["store"], now=NOW)
+    assert read_pointer(tmp_path / "two_tower" / SERVING) == doc
+    assert doc["model_version"] == "v1" and doc["dir"] == index_dir.name
+    assert doc["history_states"] == {"partition": "2025-06-30", "rows": 40, "online_sampled": 16}
+    assert doc["previous"] is None
+    again = publish("v1", env["registry"], tmp_path, env["lake"], env["store"], now=NOW)
+    assert again["previous"]["dir"] == index_dir.name
+
+
+def test_publish_refuses_a_version_without_history_states(env: dict, tmp_path: Path) -> None:
+    build_index(tmp_path, env["registry"], "v1")
+    build_index(tmp_path, env["registry"], "v2")
+    publish("v1", env["registry"], tmp_path, env["lake"], env["store"])
+    serving = (tmp_path / "two_tower" / SERVING).read_bytes()
+    with pytest.raises(PublishError, match="no user_history_state rows for model_version 'v2'"):
+        publish("v2", env["registry"], tmp_path, env["lake"], env["store"])
+    assert (tmp_path / "two_tower" / SERVING).read_bytes() == serving  # left as it was
+
+
+def test_publish_refuses_a_version_without_an_index(env: dict, tmp_path: Path) -> None:
+    build_index(tmp_path, env["registry"], "v2")
+    with pytest.raises(PublishError, match="two_tower v1 has no index"):
+        publish("v1", env["registry"], tmp_path, env["lake"], env["store"])
+    assert not (tmp_path / "two_tower" / SERVING).exists()
+
+
+def test_publish_refuses_states_missing_online(env: dict, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    write_states(lake, "v3")  # offline only
+    build_index(tmp_path / "indexes", env["registry"], "v3")
+    with pytest.raises(PublishError, match="online store has no user_history_state of v3"):
+        publish("v3", env["registry"], tmp_path / "indexes", lake, env["store"])
+    doc = publish("v3", env["registry"], tmp_path / "indexes", lake, store=None)  # offline only
+    assert "online_sampled" not in doc["history_states"]
+
+
+def test_publish_refuses_an_index_of_another_item_tower(env: dict, tmp_path: Path) -> None:
+    build_index(tmp_path, env["registry"], "v1", tower_sha=item_tower_sha(env["registry"], "v2"))
+    with pytest.raises(PublishError, match="built from another item tower"):
+        publish("v1", env["registry"], tmp_path, env["lake"], env["store"])
+
+
+def test_cli_publish_refusal(env: dict, tmp_path: Path) -> None:
+    build_index(tmp_path, env["registry"], "v2")
+    app = typer.Typer()
+    app.command("publish")(publish_cmd)
+    app.command("noop")(lambda: None)  # two commands: the command name is then required
+    args = ["publish", "--version", "v2", "--registry", str(env["registry"])]
+    args += ["--indexes", str(tmp_path), "--lake", str(env["lake"]), "--no-online-check"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "error: no user_history_state rows for model_version 'v2'" in result.output

@@ -1,0 +1,164 @@
+"""The on-disk index store: atomic directories, pointer files, rollback and pruning.
+
+    <INDEXES>/<model_name>/<version>-<built_at>/{index.bin, metadata.json}
+    <INDEXES>/<model_name>/current        {"dir": ...}  newest published build
+    <INDEXES>/<model_name>/serving.json   what serving loads (written by batch.publish)
+
+A directory appears whole (staged, fsynced, renamed); a pointer is a JSON file replaced
+with ``os.replace`` after fsync, so a reader sees the old or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from towerline.ann.hnsw import METADATA_FILE, AnnError, read_metadata, verify_index
+
+CURRENT, SERVING = "current", "serving.json"
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(directory: Path) -> None:
+    """fsync every file under ``directory`` and the directory itself (before a rename, so
+    a crash never leaves a published name pointing at unwritten blocks)."""
+    for path in sorted(Path(directory).rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    fsync_dir(directory)
+
+
+def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+    """Write ``doc`` to a temporary sibling, fsync, then ``os.replace`` onto ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps(doc, indent=2, sort_keys=True))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def read_pointer(path: Path) -> dict[str, Any] | None:
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def publish_dir(staging: Path, parent: Path, name: str) -> Path:
+    """fsync ``staging`` and rename it to ``parent/name`` (``name-2``, … if taken)."""
+    fsync_tree(staging)
+    for attempt in range(1, 100):
+        final = parent / (name if attempt == 1 else f"{name}-{attempt}")
+        if final.exists():
+            continue
+        os.rename(staging, final)  # atomic on one filesystem; fails if a racer took it
+        fsync_dir(parent)
+        return final
+    raise AnnError(f"no free directory name for {name} in {parent}")
+
+
+# --- the index store ---------------------------------------------------------------
+
+
+def model_root(indexes: Path, model_name: str) -> Path:
+    return Path(indexes) / model_name
+
+
+def new_staging(indexes: Path, model_name: str) -> Path:
+    """A fresh hidden directory to build into (same filesystem, so the rename is atomic)."""
+    path = model_root(indexes, model_name) / f".staging-{uuid.uuid4().hex}"
+    path.mkdir(parents=True)
+    return path
+
+
+def dir_name(meta: dict[str, Any]) -> str:
+    """``<version>-<built_at as YYYYmmddTHHMMSSZ>``, e.g. ``v3-20250701T020000Z``."""
+    built = dt.datetime.fromisoformat(meta["built_at"]).astimezone(dt.UTC)
+    return f"{meta['model_version']}-{built:%Y%m%dT%H%M%SZ}"
+
+
+def list_indexes(indexes: Path, model_name: str) -> list[tuple[Path, dict[str, Any]]]:
+    """Published index directories with their metadata, oldest build first."""
+    root = model_root(indexes, model_name)
+    found = [
+        (p, read_metadata(p))
+        for p in (root.iterdir() if root.is_dir() else [])
+        if p.is_dir() and not p.name.startswith(".") and (p / METADATA_FILE).is_file()
+    ]
+    return sorted(found, key=lambda item: (item[1]["built_at"], item[0].name))
+
+
+def current_dir(indexes: Path, model_name: str) -> Path | None:
+    pointer = read_pointer(model_root(indexes, model_name) / CURRENT)
+    return model_root(indexes, model_name) / pointer["dir"] if pointer else None
+
+
+def flip_current(indexes: Path, model_name: str, directory: Path, now: dt.datetime) -> dict:
+    """Point ``current`` at ``directory`` (a published index of this model)."""
+    meta = read_metadata(directory)
+    old = read_pointer(model_root(indexes, model_name) / CURRENT)
+    doc = {
+        "dir": directory.name,
+        "model_version": meta["model_version"],
+        "flipped_at": now.isoformat(),
+        "previous": old["dir"] if old else None,
+    }
+    write_json_atomic(model_root(indexes, model_name) / CURRENT, doc)
+    return doc
+
+
+def publish_index(
+    staging: Path, indexes: Path, model_name: str, keep: int, now: dt.datetime
+) -> Path:
+    """Move a staged index into place, flip ``current`` to it, keep the last ``keep``."""
+    final = publish_dir(staging, model_root(indexes, model_name), dir_name(read_metadata(staging)))
+    flip_current(indexes, model_name, final, now)
+    prune(indexes, model_name, keep)
+    return final
+
+
+def rollback(indexes: Path, model_name: str, now: dt.datetime) -> dict[str, Any]:
+    """Flip ``current`` to the newest verified build older than the current one."""
+    current = current_dir(indexes, model_name)
+    if current is None:
+        raise AnnError(f"no current index of {model_name!r} in {indexes}; nothing to roll back")
+    builds = [p for p, _ in list_indexes(indexes, model_name)]
+    older = builds[: builds.index(current)] if current in builds else []
+    for candidate in reversed(older):
+        try:
+            verify_index(candidate)
+        except AnnError:
+            continue  # a damaged build is skipped, never served
+        return flip_current(indexes, model_name, candidate, now)
+    raise AnnError(
+        f"cannot roll back {model_name!r}: no intact index older than {current.name} "
+        f"(kept: {[p.name for p in builds]})"
+    )
+
+
+def prune(indexes: Path, model_name: str, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` builds; never what ``current`` or
+    ``serving.json`` names. Returns the deleted directory names."""
+    if keep < 1:
+        raise AnnError(f"keep must be >= 1, got {keep}")
+    root = model_root(indexes, model_name)
+    pinned = {(read_pointer(root / name) or {}).get("dir") for name in (CURRENT, SERVING)}
+    builds = [p for p, _ in list_indexes(indexes, model_name)]
+    doomed = [p for p in builds[:-keep] if p.name not in pinned]
+    for path in doomed:
+        shutil.rmtree(path)
+    return [p.name for p in doomed]
