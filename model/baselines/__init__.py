@@ -1,0 +1,1 @@
+"""Baselines that towerline is measured against, under model/protocol.py."""
