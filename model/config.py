@@ -1,0 +1,111 @@
+"""Frozen configs of the two-tower model and of its training run.
+
+``ModelConfig`` fixes every tensor shape; it is saved as ``config.json`` in each model
+version so any part can be rebuilt alone. Table sizes come from the data
+(``ModelConfig.for_data``), never from per-dataset hand tuning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from schemas.enums import AGE_BUCKETS, CONVERSION_ACTIONS, GENDERS, MAX_INTERESTS_PER_PIN
+
+INTEREST_SLOTS = MAX_INTERESTS_PER_PIN
+HISTORY_CUTOFFS = {"event": 1, "day": 86_400}  # -> resolution of "earlier", seconds
+PSEUDO_CONTEXTS = ("previous", "positive", "mixed")  # see model.batches.pseudo_context
+
+
+def next_pow2(n: int) -> int:
+    """Smallest power of two >= max(n, 1)."""
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Shapes and regularisation of the three parts (encoder, online tower, item tower).
+
+    ``pin_buckets`` rows back each hashed pin-id table (two hash functions per id, summed,
+    so two pins rarely share both rows); ``interest_vocab`` = largest interest id + 3
+    (row 0 = no interest, row 1 = unknown, id k -> row k + 2).
+    """
+
+    pin_buckets: int = 1 << 16
+    interest_vocab: int = 1027
+    dim: int = 64  # output embedding of both towers
+    d_model: int = 64  # encoder width (= the cached hidden state)
+    heads: int = 2
+    layers: int = 2
+    ff: int = 256
+    max_len: int = 50  # L: events the encoder sees
+    realtime_len: int = 10  # N: recent engaged pins fed to the context layer
+    context_dim: int = 32  # width of each of the 3 context parts
+    head_hidden: int = 128
+    country_buckets: int = 64
+    segment_buckets: int = 32
+    num_actions: int = len(CONVERSION_ACTIONS) + 1  # 0 = unknown / padding
+    num_ages: int = len(AGE_BUCKETS)
+    num_genders: int = len(GENDERS)
+    dropout: float = 0.1  # on the encoder's input and inside the MLPs
+    # Inside the Transformer layers: off by default, its Bernoulli masks cost ~20% of a
+    # training step on CPU; input, id and MLP dropout remain.
+    encoder_dropout: float = 0.0
+    id_dropout: float = 0.1  # whole pin-id embedding rows, training only
+    context_dropout: float = 0.5  # whole subject-pin context vector, training only
+    temperature: float = 0.05
+    # What the cached history state of an example at time t has seen: "event" = every
+    # offsite event before t; "day" = every event before t's UTC day, as served, where
+    # the daily encode job's state lags and only the context (subject pin, real-time
+    # engagements) is fresh.
+    history_cutoff: str = "event"
+
+    def __post_init__(self) -> None:
+        if self.history_cutoff not in HISTORY_CUTOFFS:
+            raise ValueError(f"history_cutoff must be one of {sorted(HISTORY_CUTOFFS)}")
+
+    @classmethod
+    def for_data(cls, num_pins: int, max_interest_id: int, **overrides: Any) -> ModelConfig:
+        """Table sizes derived from the catalogue: 2x the pins rounded up to a power of two
+        keeps the hashed tables about half empty."""
+        sizes = {"pin_buckets": next_pow2(2 * num_pins), "interest_vocab": max_interest_id + 3}
+        return cls(**{**sizes, **overrides})
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``epochs`` is a ceiling: with a validation split the best epoch
+    by validation Recall@10 is kept and training stops after ``patience`` worse ones."""
+
+    epochs: int = 5  # the cosine schedule spans them; the 10k world peaks at 5
+    batch_targets: int = 2048  # positives per step (= in-batch negatives per positive)
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    seed: int = 0
+    # torch intra-op threads. One, deliberately: the batch of step i+1 is built on a
+    # second thread (the other core) while step i runs, and on these shared 2-core
+    # machines two OpenMP threads measured 5-10x slower under load (bench/train.py
+    # --quick: ~10-12k examples/s with 1, ~1.2-1.9k with 2; spinning barriers).
+    threads: int = 1
+    patience: int = 2
+    val_users: int = 2000  # users sampled for the per-epoch validation
+    pseudo_context: str = "previous"  # see model.batches.pseudo_context
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.pseudo_context not in PSEUDO_CONTEXTS:
+            raise ValueError(f"pseudo_context must be one of {PSEUDO_CONTEXTS}")
+        if self.epochs < 1 or self.batch_targets < 2 or self.threads < 1:
+            raise ValueError("epochs and threads must be >= 1, batch_targets >= 2")
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

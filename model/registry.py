@@ -1,0 +1,172 @@
+"""The model registry: ``REGISTRY/<model_name>/<version>/`` directories.
+
+A version holds one ``<part>.pt`` state dict per model part, JSON documents
+(``config.json``, ``window.json``, ``metrics.json``) and ``manifest.json`` with the
+sha256 of every other file. A version appears atomically (written under a temporary
+name, then renamed), ``versions.json`` lists the kept versions, and only the last
+``keep`` survive. Loading verifies every sha256 first and reads weights with
+``weights_only=True``, so a tampered or truncated file fails loudly, never silently.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MANIFEST = "manifest.json"
+VERSIONS = "versions.json"
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+class RegistryError(Exception):
+    """The registry does not hold what was asked for."""
+
+
+class IntegrityError(RegistryError):
+    """A version's files do not match their recorded sha256."""
+
+
+def model_dir(registry: Path, model_name: str) -> Path:
+    return Path(registry) / model_name
+
+
+def list_versions(registry: Path, model_name: str) -> list[str]:
+    """Complete versions of ``model_name``, oldest first (v1, v2, ..., v10)."""
+    root = model_dir(registry, model_name)
+    if not root.is_dir():
+        return []
+    found = [p.name for p in root.iterdir() if _VERSION.match(p.name) and (p / MANIFEST).is_file()]
+    return sorted(found, key=lambda name: int(name[1:]))
+
+
+def resolve_version(registry: Path, model_name: str, version: str | None) -> str:
+    """``version`` itself, or the newest one for None / "latest"."""
+    versions = list_versions(registry, model_name)
+    if version in (None, "latest"):
+        if not versions:
+            raise RegistryError(f"no versions of {model_name!r} in {registry}")
+        return versions[-1]
+    if version not in versions:
+        raise RegistryError(f"{model_name!r} has no version {version!r}; kept: {versions}")
+    return version
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_version(
+    registry: Path,
+    model_name: str,
+    weights: dict[str, dict[str, torch.Tensor]],
+    documents: dict[str, dict[str, Any]],
+    keep: int = 3,
+    now: dt.datetime | None = None,
+) -> str:
+    """Write a new version (``weights``: part -> state dict, ``documents``: name -> JSON)
+    and prune to the last ``keep``. Returns the version name (v1, v2, ...)."""
+    root = model_dir(registry, model_name)
+    root.mkdir(parents=True, exist_ok=True)
+    created = (now or dt.datetime.now(dt.UTC)).isoformat()
+    staging = root / f".staging-{os.getpid()}-{id(weights)}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for part, state in weights.items():
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, staging / f"{part}.pt")
+    for name, doc in documents.items():
+        (staging / f"{name}.json").write_text(json.dumps(doc, indent=2, sort_keys=True))
+    files = {p.name: sha256_file(p) for p in sorted(staging.iterdir())}
+    version = _publish(root, staging, files, created)
+    _write_listing(registry, model_name)
+    prune(registry, model_name, keep)
+    return version
+
+
+def _publish(root: Path, staging: Path, files: dict[str, str], created: str) -> str:
+    """Rename the staging dir to the next free version name (another writer may race)."""
+    while True:
+        taken = [int(m.group(1)) for p in root.iterdir() if (m := _VERSION.match(p.name))]
+        version = f"v{max(taken, default=0) + 1}"
+        manifest = {"version": version, "created_at": created, "files": files}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        try:
+            os.rename(staging, root / version)
+            return version
+        except OSError:
+            if not (root / version).exists():
+                raise
+
+
+def _write_listing(registry: Path, model_name: str) -> None:
+    """``versions.json``: the kept versions with creation time (written atomically)."""
+    root = model_dir(registry, model_name)
+    rows = []
+    for version in list_versions(registry, model_name):
+        manifest = json.loads((root / version / MANIFEST).read_text())
+        rows.append({"version": version, "created_at": manifest.get("created_at")})
+    tmp = root / f".{VERSIONS}.{os.getpid()}"
+    tmp.write_text(json.dumps({"model_name": model_name, "versions": rows}, indent=2))
+    os.replace(tmp, root / VERSIONS)
+
+
+def prune(registry: Path, model_name: str, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` versions; returns the deleted ones."""
+    if keep < 1:
+        raise RegistryError(f"keep must be >= 1, got {keep}")
+    versions = list_versions(registry, model_name)
+    doomed = versions[:-keep]
+    for version in doomed:
+        shutil.rmtree(model_dir(registry, model_name) / version)
+    if doomed:
+        _write_listing(registry, model_name)
+    return doomed
+
+
+def verify_version(registry: Path, model_name: str, version: str) -> dict[str, Any]:
+    """Check every file against the manifest; returns the manifest."""
+    root = model_dir(registry, model_name) / version
+    if not (root / MANIFEST).is_file():
+        raise RegistryError(f"{root} is not a model version (no {MANIFEST})")
+    manifest = json.loads((root / MANIFEST).read_text())
+    for name, expected in manifest["files"].items():
+        path = root / name
+        if not path.is_file():
+            raise IntegrityError(f"{model_name} {version}: {name} is missing")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise IntegrityError(
+                f"{model_name} {version}: {name} does not match its sha256 "
+                f"(manifest {expected[:12]}…, file {actual[:12]}…); refusing to load a "
+                "modified or corrupted model"
+            )
+    return manifest
+
+
+def load_weights(registry: Path, model_name: str, version: str, part: str) -> dict[str, Any]:
+    """The verified state dict of ``part``, loaded with ``weights_only=True``."""
+    verify_version(registry, model_name, version)
+    path = model_dir(registry, model_name) / version / f"{part}.pt"
+    if not path.is_file():
+        raise RegistryError(f"{model_name} {version} has no part {part!r}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_document(registry: Path, model_name: str, version: str, name: str) -> dict[str, Any]:
+    """A verified JSON document (config, window, metrics) of a version."""
+    verify_version(registry, model_name, version)
+    path = model_dir(registry, model_name) / version / f"{name}.json"
+    if not path.is_file():
+        raise RegistryError(f"{model_name} {version} has no document {name!r}")
+    return json.loads(path.read_text())

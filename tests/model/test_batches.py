@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+
+from model.batches import (
+    epoch_batches,
+    epoch_windows,
+    log_sampling_prob,
+    make_batch,
+    make_source,
+    pseudo_context,
+)
+from model.config import ModelConfig
+from model.evaluate import evaluate_targets
+from model.lake_io import load_lake
+from model.protocol import popularity_scores
+from model.tables import PAD_INTEREST
+
+
+@pytest.fixture(scope="module")
+def source(tiny_lake):
+    data = load_lake(tiny_lake)
+    cfg = ModelConfig.for_data(len(data.catalog), data.catalog.max_interest_id, max_len=8)
+    return make_source(data.offsite, data.catalog, data.engagements, data.users, cfg)
+
+
+def _epoch(source, seed=0, batch_targets=300, pseudo="positive"):
+    rng = np.random.default_rng(seed)
+    windows = epoch_windows(source, rng)
+    log_q = log_sampling_prob(source.log.pin)
+    batches = epoch_batches(windows, rng, batch_targets)
+    return windows, batches, [make_batch(source, windows, b, log_q, pseudo) for b in batches]
+
+
+def test_an_epoch_visits_every_event_once_as_a_target(source):
+    windows, batches, made = _epoch(source)
+    assert (windows.end - windows.start).max() <= source.cfg.max_len
+    sizes = [len(b.pins) for b in made]
+    assert sum(sizes) == len(source.log)
+    assert max(sizes) < 300 + source.cfg.max_len  # about batch_targets each
+    targets = np.concatenate(
+        [np.arange(windows.tgt_lo[w], windows.tgt_hi[w]) for b in batches for w in b]
+    )
+    assert np.array_equal(np.sort(targets), np.arange(len(source.log)))
+
+
+def test_history_of_every_target_is_strictly_before_it(source):
+    windows, batches, made = _epoch(source, seed=1)
+    log = source.log
+    for ids, batch in zip(batches, made, strict=True):
+        tgt = np.concatenate([np.arange(windows.tgt_lo[w], windows.tgt_hi[w]) for w in ids])
+        rows, pos = batch.rows.numpy(), batch.positions.numpy()
+        start = windows.start[ids][rows]
+        assert np.array_equal(batch.pins.numpy(), log.pin[tgt])
+        has = pos >= 0
+        # the state read is the one after the last strictly earlier event ...
+        assert np.array_equal(start[has] + pos[has], source.src[tgt][has])
+        assert (log.ts[start[has] + pos[has]] < log.ts[tgt][has]).all()
+        assert (log.user[start[has]] == log.user[tgt][has]).all()
+        # ... and causal attention sees nothing after it; the next event is not earlier
+        nxt = start[has] + pos[has] + 1
+        assert (log.ts[nxt] >= log.ts[tgt][has]).all()
+        rt = batch.context["realtime_mask"].numpy()
+        assert rt.shape == (len(tgt), source.cfg.realtime_len)
+
+
+def test_pseudo_context_modes(source):
+    tgt = np.arange(len(source.log))
+    rng = np.random.default_rng(0)
+    ids, _ = pseudo_context(source, tgt, "positive", rng)
+    assert np.array_equal(ids, source.seq.interest_ids[tgt])
+    prev, _ = pseudo_context(source, tgt, "previous", rng)
+    has = source.prev >= 0
+    assert np.array_equal(prev[has], source.seq.interest_ids[source.prev[has]])
+    assert (prev[~has] == PAD_INTEREST).all()
+
+
+def test_day_cutoff_keeps_the_history_state_before_the_targets_day(tiny_lake):
+    data = load_lake(tiny_lake)
+    cfg = ModelConfig.for_data(
+        len(data.catalog), data.catalog.max_interest_id, history_cutoff="day"
+    )
+    day = make_source(data.offsite, data.catalog, data.engagements, data.users, cfg)
+    log, has = day.log, day.src >= 0
+    assert (log.ts[day.src[has]] // 86400 < log.ts[has] // 86400).all()
+    assert (day.src <= day.prev).all()  # the subject pin stays the most recent one
+    assert (day.src < day.prev).any()
+    windows, batches, made = _epoch(day, seed=2)
+    assert sum(len(b.pins) for b in made) == len(log)
+
+
+def test_epochs_are_deterministic_for_a_seed(source):
+    a = _epoch(source, seed=3)[2][0]
+    b = _epoch(source, seed=3)[2][0]
+    assert np.array_equal(a.pins.numpy(), b.pins.numpy())
+    assert np.array_equal(a.encoder["pin_ids"].numpy(), b.encoder["pin_ids"].numpy())
+
+
+def test_evaluation_of_no_targets_gives_zero_metrics(source):
+    popularity = popularity_scores(np.zeros(3, np.int64), len(source.catalog))
+    result = evaluate_targets(None, source, np.zeros(0, np.int64), popularity)
+    assert result == {
+        "popularity": {
+            "recall@10": 0.0,
+            "ndcg@10": 0.0,
+            "recall@50": 0.0,
+            "ndcg@50": 0.0,
+            "mrr@10": 0.0,
+        }
+    }
