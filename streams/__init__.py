@@ -1,0 +1,8 @@
+"""Kafka streams: real-time user sequences and decayed pin engagement, exactly-once in effect.
+
+Pure handlers: ``sequence`` (user_realtime_seq), ``decay`` (pin_engagement), ``batch``
+(one batch's changes), ``events`` (decoding and event-time checks). Edges: ``worker``
+(the consumer loop), ``committer``, ``state`` with ``store_redis`` / ``store_sqlite``
+(state, Feast rows and applied offsets in one transaction), ``feast_layout``,
+``deadletter``, ``metrics``; ``runner`` runs a worker in a thread or in the foreground.
+"""

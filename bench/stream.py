@@ -1,0 +1,300 @@
+"""Benchmark the stream worker against a bare consumer and Feast's push, in one run.
+
+    .venv/bin/python bench/stream.py            # 300k events, 15 s of freshness probing
+    .venv/bin/python bench/stream.py --quick    # 40k events, 5 s; under a minute
+
+Own dev broker (4 partitions); Redis on 127.0.0.1:6379 (own Feast project, deleted after).
+Workload: ``--users`` users drawn uniformly (nearly every event of a batch is another user:
+one sequence row per event, the worst case), ``--pins`` pins Zipf(1.1); event_ts = now.
+1. produce N events; 2. a bare kafka-python consumer group decodes them with the Avro codec
+(headline: Python's default GC; details: also with the worker's ``tune_gc``); 3./4. one
+worker (a thread, as in ``towerline stream run``) applies them into Redis, then SQLite (on
+the first 30%), events/s from its first batch on; 5. a forked process produces at a steady
+``--rate`` and polls ``get_online_features`` for marked events: produce time → visible;
+6. the same updates through ``FeatureStore.push``, one event (user row + pin row) per call.
+Prints details, then as its LAST line the JSON of the six headline figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import gc
+import json
+import multiprocessing as mp
+import os
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+# All imported before the load process is forked, so it starts with everything loaded.
+import numpy as np
+import pandas as pd
+import redis
+from kafka import KafkaConsumer, KafkaProducer
+
+from schemas.codec import AvroCodec
+from schemas.enums import ENGAGEMENT_ACTIONS
+from schemas.errors import SchemaError
+from streams.config import WorkerConfig
+from streams.runner import run_worker_in_thread, tune_gc
+from towerline.devbroker import create_topics, running_broker
+from towerline.featurestore import apply_repo, open_store
+from towerline.kafka_config import ProducerSettings
+
+FULL = {"events": 300_000, "users": 1_000_000, "pins": 200_000, "probe_s": 15.0}
+QUICK = {"events": 40_000, "users": 1_000_000, "pins": 200_000, "probe_s": 5.0}
+SQLITE_SHARE = 0.3  # SQLite is measured on the first 30% of the events: it is the slow one
+GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+PROBE_USER, PROBE_EVERY = 10**12, 50  # every 50th event: a user of its own, visible = row exists
+DEFAULT_GC = gc.get_threshold()  # Python's, before tune_gc() changes them
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="40k events, 5 s of probing")
+    for name in ("--events", "--users", "--pins"):
+        p.add_argument(name, type=int)
+    p.add_argument("--probe-s", type=float, help="seconds of steady load for freshness")
+    p.add_argument("--rate", type=float, default=5000.0, help="steady events/s for freshness")
+    p.add_argument("--redis-url", default="127.0.0.1:6379")
+    p.add_argument("--max-poll-records", type=int, default=5000)
+    args = p.parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
+    return args
+
+
+def synth(n: int, users: int, pins: int, seed: int) -> np.ndarray:
+    """(n, 3) int64: user_id, pin_id (Zipf 1.1 ranks, clipped), action index."""
+    rng = np.random.default_rng(seed)
+    cols = (rng.integers(0, users, n), np.minimum(rng.zipf(1.1, n), pins) - 1, rng.choice(4, n, p=[0.62, 0.22, 0.13, 0.03]))  # fmt: skip
+    return np.stack(cols, axis=1).astype(np.int64)
+
+
+def encode(codec: AvroCodec, row, eid: str, ts_ms: int) -> tuple[bytes, bytes]:
+    rec = {"event_id": eid, "user_id": int(row[0]), "pin_id": int(row[1]),
+           "action": ENGAGEMENT_ACTIONS[row[2]], "event_ts": dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)}  # fmt: skip
+    return str(rec["user_id"]).encode(), codec.encode("Engagement", rec)
+
+
+def produce_all(bootstrap: str, topic: str, rows: np.ndarray) -> float:
+    """Send every row as fast as possible (event_ts = now); return records/s."""
+    producer = KafkaProducer(**ProducerSettings(client_id="bench").kwargs(bootstrap))
+    sent, seconds = send_rows(producer, AvroCodec(), topic, rows, rate=None, pending=None)
+    producer.close()
+    return sent / seconds
+
+
+def bare_consumer_rate(bootstrap: str, topic: str, n: int, max_poll: int) -> tuple[float, float]:
+    """A group member that only decodes: (records/s from its first poll with data, CPU µs/record)."""
+    codec = AvroCodec()
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bare-{uuid.uuid4().hex[:6]}",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             max_poll_records=max_poll, **GROUP)  # fmt: skip
+    seen, started, cpu0 = 0, None, 0.0
+    while seen < n:
+        for records in consumer.poll(timeout_ms=500).values():
+            if started is None:
+                started, cpu0 = time.perf_counter(), time.process_time()
+            for r in records:
+                try:  # noqa: SIM105 (free in the hot loop, unlike contextlib.suppress)
+                    codec.decode(r.value, expected_subject="Engagement")
+                except SchemaError:
+                    pass
+            seen += len(records)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
+    consumer.close()
+    return n / elapsed, cpu / n * 1e6
+
+
+def bare_both(bootstrap: str, topic: str, n: int, max_poll: int) -> dict:
+    """Bare consumer with Python's default GC (the headline), then with the worker's tune_gc()."""
+    gc.unfreeze()
+    gc.set_threshold(*DEFAULT_GC)
+    plain, plain_cpu = bare_consumer_rate(bootstrap, topic, n, max_poll)
+    tune_gc()
+    tuned, tuned_cpu = bare_consumer_rate(bootstrap, topic, n, max_poll)
+    return {"plain_per_s": round(plain), "plain_cpu_us": round(plain_cpu, 1), "tuned_gc_per_s": round(tuned),
+            "tuned_gc_cpu_us": round(tuned_cpu, 1)}  # fmt: skip
+
+
+def worker_cfg(args, bootstrap: str, topic: str) -> WorkerConfig:
+    return WorkerConfig(group_id=f"bench-{uuid.uuid4().hex[:6]}", bootstrap=bootstrap, topic=topic,
+                        max_poll_records=args.max_poll_records, **GROUP)  # fmt: skip
+
+
+def worker_rate(args, bootstrap: str, topic: str, store, n: int) -> tuple[float, dict]:
+    """Sustained events/s of one worker: from its first committed batch to ``n`` handled."""
+    with run_worker_in_thread(worker_cfg(args, bootstrap, topic), store) as w:
+        assert w.wait_until(lambda s: s.batches > 0, 120), "the worker never started"
+        handled = lambda: w.stats.applied + w.stats.duplicates  # noqa: E731
+        t0, n0, cpu0 = time.perf_counter(), handled(), time.process_time()
+        assert w.wait_until(lambda _: handled() >= n, 600), w.stats
+        cpu_us, rate = (time.process_time() - cpu0) / (handled() - n0) * 1e6, (handled() - n0) / (time.perf_counter() - t0)  # fmt: skip
+        return rate, {"batches": w.stats.batches, "process_cpu_us_per_event": round(cpu_us, 1)}
+
+
+def open_feast(kind: str, project: str, data_dir: Path, redis_url: str):
+    store = open_store(online=kind, redis_url=redis_url, project=project, data_dir=data_dir)
+    apply_repo(store)
+    return store
+
+
+def load_and_probe(conn) -> None:
+    """Forked child: wait for a job, produce at a steady rate, probe visibility, send results."""
+    job = conn.recv()
+    if job is None:
+        return
+    store = open_store(online="redis", redis_url=job["redis_url"], project=job["project"], data_dir=Path(job["data_dir"]))  # fmt: skip
+    producer = KafkaProducer(**ProducerSettings(client_id="bench-load").kwargs(job["bootstrap"]))
+    pending: dict[int, int] = {}  # probe user -> produce ms
+    seen, done = [], threading.Event()
+    prober = threading.Thread(target=_probe, args=(store, pending, seen, done), daemon=True)
+    prober.start()
+    rows = synth(int(job["rate"] * job["probe_s"]) + 1, job["users"], job["pins"], seed=11)
+    sent, elapsed = send_rows(producer, AvroCodec(), job["topic"], rows, job["rate"], pending)
+    deadline = time.monotonic() + 10
+    while pending and time.monotonic() < deadline:  # the last probes become visible
+        time.sleep(0.01)
+    done.set()
+    prober.join()
+    conn.send({"sent": sent, "rate": sent / elapsed, "latencies_ms": seen, "lost": len(pending)})
+
+
+def send_rows(producer, codec, topic: str, rows, rate: float | None, pending: dict | None):
+    """Send ``rows`` (event_ts = send time) at ``rate``/s (None: at once), then flush.
+
+    With ``pending``, every PROBE_EVERY-th event gets a probe user of its own, recorded
+    with its send time. Returns (records sent, seconds).
+    """
+    started, sent = time.perf_counter(), 0
+    while sent < len(rows):
+        due = len(rows) if rate is None else min(len(rows), int((time.perf_counter() - started) * rate) + 1)  # fmt: skip
+        for i in range(sent, due):
+            row, now_ms = rows[i], int(time.time() * 1000)
+            if pending is not None and i % PROBE_EVERY == 0:
+                row, pending[PROBE_USER + i] = (PROBE_USER + i, row[1], row[2]), now_ms
+            key, value = encode(codec, row, f"{topic}-{i}", now_ms)
+            producer.send(topic, key=key, value=value)
+        sent = due
+        time.sleep(0.005 if rate else 0)
+    producer.flush(120)
+    return sent, time.perf_counter() - started
+
+
+def _probe(store, pending: dict, seen: list, done: threading.Event) -> None:
+    """Poll the online store for outstanding probe users; record produce→visible ms."""
+    while not done.is_set():  # light: it shares the GIL with the sends it times
+        users = list(pending)[:32]  # insertion order: the oldest first
+        if users:
+            got = store.get_online_features(["user_realtime_seq:event_ts_ms"], [{"user_id": u} for u in users]).to_dict()  # fmt: skip
+            now_ms = time.time() * 1000
+            for u, ts in zip(users, got["event_ts_ms"], strict=True):
+                if ts:
+                    seen.append(now_ms - pending.pop(u))
+        time.sleep(0.003)
+
+
+def freshness(conn, w, job: dict) -> dict:
+    """Steady load against the (joined) worker ``w``: produce→visible percentiles."""
+    assert w.wait_until(lambda _: len(w.worker._applied) + len(w.worker._resync) == 4, 120)
+    conn.send(job)
+    result, view = conn.recv(), w.freshness_ms((50, 99))
+    batch_ms = {k: round(v * 1000, 1) for k, v in w.worker.metrics.batch_seconds.percentiles((50, 99)).items()}  # fmt: skip
+    lat = np.asarray(result.pop("latencies_ms"))
+    return {**result, "probes": int(lat.size), "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99)),
+            "worker_write_minus_event_ms": view, "batches": w.stats.batches, "batch_ms": batch_ms}  # fmt: skip
+
+
+def push_one_by_one(store, rows: np.ndarray, seconds: float = 2.0) -> float:
+    """Events/s through FeatureStore.push, one event (its user row + its pin row) per call."""
+    started, n = time.perf_counter(), 0
+    while time.perf_counter() - started < seconds:
+        now = pd.Timestamp.now(tz="UTC")  # newer each time: Feast's Redis store skips older rows
+        ms, (u, p, a) = now.value // 10**6, (int(x) for x in rows[n % len(rows)])
+        seq = {"user_id": [u], "pin_ids": [[p]], "event_ts_ms": [[ms]], "actions": [[ENGAGEMENT_ACTIONS[a]]],
+               "updated_ts_ms": [ms], "event_timestamp": [now]}  # fmt: skip
+        counts = {f"decayed_{k.lower()}": [float(a == i)] for i, k in enumerate(ENGAGEMENT_ACTIONS)}  # fmt: skip
+        pin = {"pin_id": [p], **counts, "last_event_ts_ms": [ms], "event_timestamp": [now]}
+        store.push("user_realtime_seq_push_source", pd.DataFrame(seq))
+        store.push("pin_engagement_push_source", pd.DataFrame(pin))
+        n += 1
+    return n / (time.perf_counter() - started)
+
+
+def cleanup_redis(redis_url: str, project: str) -> None:
+    """Delete the Feast rows (keys end with the project) and the worker state of the run."""
+    client = redis.Redis.from_url(f"redis://{redis_url}")
+    with client.pipeline(transaction=False) as pipe:
+        for pattern in (f"*{project}", f"towerline:streams:{project}:*"):
+            for key in client.scan_iter(match=pattern, count=5000):
+                pipe.unlink(key)
+        pipe.execute()
+    client.close()
+
+
+def run_phases(args, conn, bootstrap: str, project: str, data_dir: Path) -> dict:
+    rows, r = synth(args.events, args.users, args.pins, seed=7), {"phase_seconds": {}}
+
+    def timed(name: str, fn, *a):
+        gc.collect()  # the previous phase's garbage, outside the measurement
+        started = time.perf_counter()
+        out = fn(*a)
+        r["phase_seconds"][name] = round(time.perf_counter() - started, 1)
+        return out
+
+    redis_store = open_feast("redis", project, data_dir, args.redis_url)
+    sqlite_store = open_feast("sqlite", project, data_dir, args.redis_url)
+    r["produce_per_s"] = round(timed("produce", produce_all, bootstrap, "bench", rows))
+    r["bare"] = timed("bare", bare_both, bootstrap, "bench", len(rows), args.max_poll_records)
+    r["redis"] = timed("redis", worker_rate, args, bootstrap, "bench", redis_store, len(rows))
+    job = {**vars(args), "bootstrap": bootstrap, "topic": "bench-fresh", "project": project, "data_dir": str(data_dir)}  # fmt: skip
+    # The freshness worker joins its group while SQLite is measured (a join takes ~3 s).
+    with run_worker_in_thread(worker_cfg(args, bootstrap, "bench-fresh"), redis_store) as fresh_w:
+        r["sqlite"] = timed("sqlite", worker_rate, args, bootstrap, "bench", sqlite_store, int(len(rows) * SQLITE_SHARE))  # fmt: skip
+        r["freshness"] = timed("freshness", freshness, conn, fresh_w, job)
+    r["push"] = timed("push", push_one_by_one, redis_store, rows)
+    return report(args, r)
+
+
+def report(args, r: dict) -> dict:
+    """The six headline figures, and the details behind them."""
+    (redis_rate, redis_d), (sqlite_rate, sqlite_d) = r.pop("redis"), r.pop("sqlite")
+    bare, fresh = r["bare"], r.pop("freshness")
+    headline = {"events_per_s_sqlite": round(sqlite_rate), "events_per_s_redis": round(redis_rate),
+                "bare_consumer_events_per_s": bare["plain_per_s"], "freshness_p50_ms": round(fresh["p50_ms"], 1),
+                "freshness_p99_ms": round(fresh["p99_ms"], 1), "feast_push_one_by_one_events_per_s": round(r["push"], 1)}  # fmt: skip
+    details = {"events": args.events, "users": args.users, "pins": args.pins, "redis_vs_bare": round(redis_rate / bare["plain_per_s"], 3),
+               "redis_vs_bare_tuned_gc": round(redis_rate / bare["tuned_gc_per_s"], 3), "redis_worker": redis_d,
+               "sqlite_worker": sqlite_d, "freshness": fresh, **r, "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}  # fmt: skip
+    return {"headline": headline, "details": details}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    tune_gc()  # as `towerline stream run` does
+    ctx = mp.get_context("fork")  # now: modules loaded, no thread started yet
+    conn, child_conn = ctx.Pipe()
+    child = ctx.Process(target=load_and_probe, args=(child_conn,), daemon=True)
+    child.start()
+    project = f"bench_stream_{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="towerline-bench-") as tmp, running_broker(Path(tmp) / "run") as broker:  # fmt: skip
+        bootstrap, data_dir = broker.bootstrap, Path(tmp) / "feast"
+        create_topics(bootstrap, ["bench", "bench-fresh"], partitions=4)
+        try:
+            result = run_phases(args, conn, bootstrap, project, data_dir)
+        finally:
+            with contextlib.suppress(OSError):
+                conn.send(None)  # a child still waiting for its job exits
+            child.join(5)
+            cleanup_redis(args.redis_url, project)
+    print(json.dumps(result["details"]))
+    print(json.dumps(result["headline"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""Fold one polled batch of events into the state changes it causes (pure).
+
+Per batch, not per event: each touched user gets one new sequence and each touched pin
+one delta, so the store and the online store see one write per key however many events
+hit it. The dedup rule for both states is the user's retained sequence (plus the batch
+itself): an event whose event_id is already there is a duplicate and counts nowhere.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from streams import decay, sequence
+from streams.events import Event
+
+_new = tuple.__new__  # skips NamedTuple's Python-level __new__ (per event)
+
+
+@dataclass(frozen=True)
+class OffsetMove:
+    """A partition's applied offset before (-1: none yet) and after this batch."""
+
+    expected: int
+    applied: int
+
+
+@dataclass
+class BatchUpdate:
+    """What one batch changes, ready for ``StateStore.commit``."""
+
+    users: dict[int, sequence.Seq] = field(default_factory=dict)  # new full sequences
+    pins: dict[int, decay.Decayed] = field(default_factory=dict)  # this batch's deltas
+    offsets: dict[int, OffsetMove] = field(default_factory=dict)  # by partition
+    counted: list[Event] = field(default_factory=list)  # events that changed state
+    duplicates: int = 0
+    write_ms: int = 0  # wall time of the write: updated_ts_ms of the user rows
+
+
+def build_update(
+    events: Iterable[Event],
+    seqs: Mapping[int, sequence.Seq],
+    offsets: Mapping[int, OffsetMove],
+    *,
+    max_len: int,
+    half_life_ms: float,
+    write_ms: int,
+) -> BatchUpdate:
+    """Apply ``events`` to the current sequences ``seqs`` (missing users are empty).
+
+    ``offsets`` covers every partition of the batch, dead-lettered records included:
+    they are handled too, and the applied offset must move past them.
+    """
+    update = BatchUpdate(offsets=dict(offsets), write_ms=write_ms)
+    users, pins = update.users, update.pins
+    seen: set[str] = set()  # an event too old for a full sequence is not in it; catch repeats
+    for ev in events:
+        seq = users[ev.user_id] if ev.user_id in users else seqs.get(ev.user_id, sequence.EMPTY)
+        if ev.event_id in seen or sequence.contains(seq, ev.event_id):
+            update.duplicates += 1
+            continue
+        seen.add(ev.event_id)
+        entry = _new(sequence.Entry, (ev.ts_ms, ev.event_id, ev.pin_id, ev.action))
+        new_seq = sequence.insert(seq, entry, max_len)
+        if new_seq is not seq:
+            users[ev.user_id] = new_seq
+        pins[ev.pin_id] = decay.add(pins.get(ev.pin_id), ev.action, ev.ts_ms, half_life_ms)
+        update.counted.append(ev)
+    return update

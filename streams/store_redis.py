@@ -1,0 +1,147 @@
+"""The state store on Redis: one Lua script per batch is the transaction.
+
+Keys (``ns`` = the state namespace): ``{ns}:offsets`` hash ``"topic:partition" -> applied``;
+``{ns}:u:<user_id>`` the sequence (``streams.redis_rows``); ``{ns}:p:<pin_id>`` five
+little-endian doubles (4 counts, ref_ms). Pins are merged inside the script, because users
+on every partition (so every worker) engage the same pin: a read-modify-write in Python
+would lose updates. The script also writes the Feast rows (``streams.feast_layout``), so
+the online copy commits with the state. Redis runs a script alone and, with AOF, persists
+its effects as one MULTI/EXEC; the script checks everything before its first write
+(``streams.redis_lua``), so a malformed batch writes nothing.
+"""
+
+import struct
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import redis
+
+from streams.batch import BatchUpdate
+from streams.decay import Decayed
+from streams.feast_layout import StoreLayout, int64_value_bytes, timestamp_bytes
+from streams.redis_lua import LOAD_SCRIPT, apply_script
+from streams.redis_rows import decode_user, encode_user
+from streams.sequence import Seq
+from streams.state import NO_OFFSET, Conflict
+
+_PIN = struct.Struct("<ddddd")
+_PIN_HEAD = struct.Struct("<4I")  # record framing: count, then one length per string
+_FOUND = struct.Struct("<II")  # a found user in LOAD_SCRIPT's reply: index, length
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    args: list[bytes | str]
+    expected: dict[int, int]  # partition -> expected applied offset, to report a conflict
+
+
+class RedisStateStore:
+    """``StateStore`` on the Redis that also holds the Feast online rows."""
+
+    def __init__(
+        self, client: redis.Redis, layout: StoreLayout, namespace: str, half_life_ms: float
+    ) -> None:
+        self.client, self.layout, self.namespace = client, layout, namespace
+        self.half_life_ms = half_life_ms
+        self._offsets_key = f"{namespace}:offsets"
+        self._project = layout.project.encode()
+        user, pin = layout.user, layout.pin
+        self._user_fields = [user.redis_ts_field, *user.redis_fields]
+        self._pin_fields = [pin.redis_ts_field, *pin.redis_fields]
+        self._script = client.register_script(apply_script(len(self._user_fields)))
+        self._load = client.register_script(LOAD_SCRIPT)
+        self._user_head = struct.Struct(f"<{1 + 4 + len(user.features)}I")
+
+    def user_key(self, user_id: int) -> str:
+        return f"{self.namespace}:u:{user_id}"
+
+    def pin_key(self, pin_id: int) -> str:
+        return f"{self.namespace}:p:{pin_id}"
+
+    def applied(self, topic: str, partitions: Collection[int]) -> dict[int, int]:
+        parts = sorted(partitions)
+        if not parts:
+            return {}
+        found = self.client.hmget(self._offsets_key, [f"{topic}:{p}" for p in parts])
+        return {p: NO_OFFSET if v is None else int(v) for p, v in zip(parts, found, strict=True)}
+
+    def load_users(self, user_ids: Collection[int]) -> dict[int, Seq]:
+        ids = list(user_ids)
+        if not ids:
+            return {}
+        reply = self._load(args=[f"{self.namespace}:u:", ",".join(map(str, ids))])
+        out, pos = {}, 0
+        while pos < len(reply):
+            index, length = _FOUND.unpack_from(reply, pos)
+            pos += _FOUND.size
+            out[ids[index]] = decode_user(reply[pos : pos + length])
+            pos += length
+        return out
+
+    def load_pins(self, pin_ids: Collection[int]) -> dict[int, Decayed]:
+        ids = list(pin_ids)
+        if not ids:
+            return {}
+        blobs = self.client.mget([self.pin_key(p) for p in ids])
+        out = {}
+        for pin_id, blob in zip(ids, blobs, strict=True):
+            if blob is not None:
+                *values, ref = _PIN.unpack(blob)
+                out[pin_id] = Decayed(tuple(values), int(ref))
+        return out
+
+    def commit(self, topic: str, update: BatchUpdate) -> Conflict | None:
+        return self.apply(self.prepare(topic, update))
+
+    def prepare(self, topic: str, update: BatchUpdate) -> _Prepared:
+        """The script's arguments: all the CPU work of a commit, none of the waiting."""
+        args: list[bytes | str] = [repr(self.half_life_ms), str(len(update.offsets))]
+        for partition, move in sorted(update.offsets.items()):
+            args += [f"{topic}:{partition}", str(move.expected), str(move.applied)]
+        args += [self._users_blob(update), self._pins_blob(update)]
+        args += [*self._user_fields, *self._pin_fields]
+        expected = {p: m.expected for p, m in update.offsets.items()}
+        return _Prepared(args, expected)
+
+    def apply(self, prepared: _Prepared) -> Conflict | None:
+        result = self._script(keys=[self._offsets_key], args=prepared.args)
+        if result == 1:
+            return None
+        _, field, found = result
+        partition = int(field.rsplit(b":", 1)[1])
+        return Conflict(partition, prepared.expected[partition], int(found))
+
+    def _users_blob(self, update: BatchUpdate) -> bytes:
+        parts: list[bytes] = []
+        entity_key, n_values = self.layout.user.keys, len(self.layout.user.features)
+        head, prefix, project = self._user_head.pack, f"{self.namespace}:u:", self._project
+        updated = int64_value_bytes(update.write_ms)
+        for user_id, seq in update.users.items():
+            state, values = encode_user(seq, updated)
+            items = (
+                f"{prefix}{user_id}".encode(),
+                state,
+                entity_key(user_id) + project,
+                timestamp_bytes(seq[-1].ts_ms),  # row event time = newest event
+                *values[:n_values],
+            )
+            parts.append(head(len(items), *map(len, items)))
+            parts += items
+        return b"".join(parts)
+
+    def _pins_blob(self, update: BatchUpdate) -> bytes:
+        parts: list[bytes] = []
+        entity_key, head, project = self.layout.pin.keys, _PIN_HEAD.pack, self._project
+        prefix = f"{self.namespace}:p:"
+        for pin_id, delta in update.pins.items():
+            items = (
+                f"{prefix}{pin_id}".encode(),
+                entity_key(pin_id) + project,
+                _PIN.pack(*delta.values, float(delta.ref_ms)),
+            )
+            parts.append(head(3, *map(len, items)))
+            parts += items
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,122 @@
+"""The pure handlers: sequences, decayed counts and the batch fold, against the reference."""
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from stream_kit import ACTIONS, Ev, reference
+
+from streams import decay, sequence
+from streams.batch import OffsetMove, build_update
+from streams.events import Event
+from streams.redis_rows import decode_user, encode_user
+from streams.sequence import Entry
+
+H = 86_400_000.0
+
+
+def entry(ts: int, eid: str, pin: int = 1, action: int = 0) -> Entry:
+    return Entry(ts, eid, pin, action)
+
+
+def test_sequence_orders_by_event_time_and_keeps_the_newest() -> None:
+    seq = sequence.EMPTY
+    for ts, eid in [(30, "c"), (10, "a"), (40, "d"), (20, "b")]:
+        seq = sequence.add(seq, entry(ts, eid), max_len=3)
+    assert [e.event_id for e in seq] == ["b", "c", "d"]  # oldest first, "a" trimmed
+
+
+def test_late_event_is_inserted_at_its_place_and_duplicates_change_nothing() -> None:
+    seq = (entry(10, "a"), entry(30, "c"))
+    seq = sequence.add(seq, entry(20, "b"), max_len=5)
+    assert [e.event_id for e in seq] == ["a", "b", "c"]
+    assert sequence.add(seq, entry(99, "b"), max_len=5) is seq  # same event_id: ignored
+    full = sequence.add(seq, entry(40, "d"), max_len=4)
+    assert sequence.add(full, entry(1, "old"), max_len=4) is full  # older than a full window
+
+
+def test_equal_timestamps_order_by_event_id() -> None:
+    seq = sequence.EMPTY
+    for eid in ["z", "m", "a"]:
+        seq = sequence.add(seq, entry(5, eid), max_len=5)
+    assert [e.event_id for e in seq] == ["a", "m", "z"]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10**13), st.text(max_size=12), st.integers(0, 2**62), st.integers(0, 3)
+        ),  # fmt: skip
+        max_size=60,
+    )
+)
+def test_encode_decode_round_trip(items: list) -> None:
+    seq = tuple(sorted({Entry(*i) for i in items}))
+    assert sequence.decode(sequence.encode(seq)) == seq  # SQLite's state
+    if seq:  # Redis's state, built with the Feast row (ids may be non-ASCII)
+        state, values = encode_user(seq, b"\x20\x01")
+        assert decode_user(state) == seq and values[-1] == b"\x20\x01"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 10**6), st.integers(1, 12))
+def test_any_arrival_order_gives_the_reference(seed: int, max_len: int) -> None:
+    rng = random.Random(seed)
+    events = [
+        Ev(f"e{i}", 1, rng.randrange(5), rng.choice(ACTIONS), rng.randrange(10**6))
+        for i in range(rng.randrange(1, 40))
+    ]
+    ref = reference(events, max_len, H)
+    for _ in range(3):
+        rng.shuffle(events)
+        seq, counts = sequence.EMPTY, {}
+        for e in events + events[:5]:  # replays are harmless for sequences
+            seq = sequence.add(seq, Entry(e.ts_ms, e.event_id, e.pin_id, ACTIONS.index(e.action)), max_len)  # fmt: skip
+        for e in events:
+            counts[e.pin_id] = decay.add(counts.get(e.pin_id), ACTIONS.index(e.action), e.ts_ms, H)
+        assert [x.pin_id for x in seq] == ref.seqs[1][0]
+        assert [x.ts_ms for x in seq] == ref.seqs[1][1]
+        for pin, (want, last) in ref.pins.items():
+            assert counts[pin].ref_ms == last
+            assert list(counts[pin].values) == pytest.approx(want, rel=1e-12)
+
+
+def test_decay_halves_per_half_life_and_merge_commutes() -> None:
+    a = decay.add(None, 0, 0, half_life_ms=1000.0)
+    b = decay.add(None, 0, 1000, half_life_ms=1000.0)
+    ab, ba = decay.merge(a, b, 1000.0), decay.merge(b, a, 1000.0)
+    assert ab == ba == decay.Decayed((1.5, 0.0, 0.0, 0.0), 1000)
+    assert decay.value_at(ab, 3000, 1000.0) == (0.375, 0.0, 0.0, 0.0)
+    assert decay.merge(None, a, 1.0) is a and decay.merge(a, None, 1.0) is a
+
+
+def ev(eid: str, user: int, pin: int, ts: int, offset: int, partition: int = 0) -> Event:
+    return Event(eid, user, pin, 1, ts, partition, offset, -1)
+
+
+def test_batch_folds_events_and_counts_each_event_once() -> None:
+    stored = {7: (Entry(100, "old", 3, 1),)}
+    events = [
+        ev("a", 7, 3, 200, 5),
+        ev("old", 7, 3, 100, 6),  # already in the stored sequence
+        ev("a", 7, 3, 200, 7),  # repeated inside the batch
+        ev("b", 8, 4, 50, 8, partition=1),
+    ]
+    moves = {0: OffsetMove(4, 7), 1: OffsetMove(-1, 8)}
+    update = build_update(events, stored, moves, max_len=10, half_life_ms=H, write_ms=999)
+    assert update.duplicates == 2
+    assert [e.event_id for e in update.counted] == ["a", "b"]
+    assert [e.event_id for e in update.users[7]] == ["old", "a"]
+    assert update.pins[3] == decay.Decayed((0.0, 1.0, 0.0, 0.0), 200)  # "old" not re-counted
+    assert update.offsets == moves and update.write_ms == 999
+
+
+def test_an_event_too_old_for_a_full_sequence_still_counts_for_its_pin() -> None:
+    stored = {1: tuple(Entry(100 + i, f"n{i}", 9, 0) for i in range(3))}
+    update = build_update(
+        [ev("ancient", 1, 2, 5, 0)], stored, {0: OffsetMove(-1, 0)}, max_len=3, half_life_ms=H,
+        write_ms=0,
+    )  # fmt: skip
+    assert update.users == {}  # the sequence does not change ...
+    assert update.pins[2].ref_ms == 5  # ... but the engagement happened

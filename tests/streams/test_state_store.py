@@ -1,0 +1,93 @@
+"""The state stores against real SQLite and Redis: Feast's layout, atomicity, the CAS."""
+
+import datetime as dt
+import sqlite3
+
+import feast
+import pytest
+
+from streams import decay
+from streams.batch import BatchUpdate, OffsetMove
+from streams.feast_layout import layout_of, pin_values, user_values
+from streams.sequence import Entry
+from streams.state import NO_OFFSET, Conflict, open_state_store
+from streams.store_redis import RedisStateStore
+
+H = 3_600_000.0
+T = 1_760_000_000_123
+SEQ = (Entry(T - 5000, "a", 11, 0), Entry(T, "b", 12, 3))
+PIN = decay.Decayed((1.0, 0.5, 0.0, 2.25), T)
+
+
+def update(expected: int, applied: int, **kw) -> BatchUpdate:
+    base = dict(users={1: SEQ}, pins={1: PIN}, offsets={0: OffsetMove(expected, applied)}, write_ms=T + 7)  # fmt: skip
+    return BatchUpdate(**{**base, **kw})
+
+
+def feast_writes(store: feast.FeatureStore, entity: int) -> None:
+    """The same rows, for another entity id, through Feast's own online_write_batch."""
+    layout = layout_of(store)
+    provider = store._get_provider()
+    for view, values, event_ms in (
+        (layout.user, user_values(SEQ, T + 7), SEQ[-1].ts_ms),
+        (layout.pin, pin_values(PIN), PIN.ref_ms),
+    ):
+        ts = dt.datetime.fromtimestamp(event_ms / 1000, dt.UTC)
+        row = (view.keys.proto(entity), values, ts, None)
+        provider.online_write_batch(store.config, store.get_feature_view(view.name), [row], None)
+
+
+def test_rows_are_feasts_own_and_read_back(online: str, feast_store) -> None:
+    store = feast_store(online)
+    state = open_state_store(store, "towerline:streams:test", H)
+    assert state.commit("t", update(NO_OFFSET, 41)) is None
+    feast_writes(store, 2)
+    got = store.get_online_features(
+        ["user_realtime_seq:pin_ids", "user_realtime_seq:actions", "user_realtime_seq:event_ts_ms",
+         "user_realtime_seq:updated_ts_ms", "pin_engagement:decayed_share",
+         "pin_engagement:last_event_ts_ms"],
+        [{"user_id": 1, "pin_id": 1}, {"user_id": 2, "pin_id": 2}],
+    ).to_dict()  # fmt: skip
+    assert got["pin_ids"] == [[11, 12]] * 2 and got["actions"] == [["CLOSEUP", "SHARE"]] * 2
+    assert got["event_ts_ms"] == [[T - 5000, T]] * 2 and got["updated_ts_ms"] == [T + 7] * 2
+    assert got["decayed_share"] == [2.25] * 2 and got["last_event_ts_ms"] == [T] * 2
+    ours, feasts = stored_rows(store, state, 1), stored_rows(store, state, 2)
+    assert all(ours) and ours == feasts  # byte for byte
+    state.close()
+
+
+def stored_rows(store: feast.FeatureStore, state, entity: int) -> list:
+    layout = layout_of(store)
+    out = []
+    for view in (layout.user, layout.pin):
+        key = view.keys(entity)
+        if isinstance(state, RedisStateStore):
+            fields = state.client.hgetall(key + store.project.encode())
+            out.append({f: v for f, v in fields.items() if f in {view.redis_ts_field, *view.redis_fields}})  # fmt: skip
+        else:
+            with sqlite3.connect(state.conn.execute("PRAGMA database_list").fetchone()[2]) as c:
+                sql = f'SELECT feature_name, value, value_text, event_ts FROM "{view.sqlite_table}" WHERE entity_key = ? ORDER BY feature_name'  # fmt: skip
+                out.append(c.execute(sql, (key,)).fetchall())
+    return out
+
+
+def test_compare_and_set_refuses_a_stale_batch_and_writes_nothing(online: str, feast_store) -> None:
+    state = open_state_store(feast_store(online), "towerline:streams:test", H)
+    assert state.commit("t", update(NO_OFFSET, 10)) is None
+    stale = update(NO_OFFSET, 20, users={5: SEQ}, pins={5: PIN})
+    assert state.commit("t", stale) == Conflict(partition=0, expected=NO_OFFSET, found=10)
+    assert state.applied("t", [0, 1]) == {0: 10, 1: NO_OFFSET}
+    assert state.load_users([5]) == {} and state.load_pins([5]) == {}
+    assert state.load_users([1]) == {1: SEQ}
+    state.close()
+
+
+def test_pin_deltas_merge_in_the_store(online: str, feast_store) -> None:
+    state = open_state_store(feast_store(online), "towerline:streams:test", H)
+    late = decay.Decayed((0.0, 4.0, 0.0, 0.0), T - 3_600_000)  # one half-life older
+    assert state.commit("t", update(NO_OFFSET, 1, users={})) is None
+    assert state.commit("t", update(1, 2, users={}, pins={1: late})) is None
+    [got] = state.load_pins([1]).values()
+    assert got.ref_ms == T
+    assert got.values == pytest.approx((1.0, 0.5 + 2.0, 0.0, 2.25), rel=1e-12)
+    state.close()
