@@ -14,6 +14,19 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+# The command modules import torch, Beam, Feast and Kafka inside their commands only.
+from towerline.cli_batch_encode import CONTEXT_SETTINGS as ENCODE_CONTEXT
+from towerline.cli_batch_encode import batch_encode_cmd
+from towerline.cli_batch_index import (
+    batch_corpus_cmd,
+    batch_index_cmd,
+    index_rollback_cmd,
+    publish_cmd,
+)
+from towerline.cli_import import import_app
+from towerline.cli_model import evaluate_cmd, train_cmd
+from towerline.cli_stream import stream_run_cmd
+
 app = typer.Typer(
     help="towerline — streaming features and embeddings for contextual two-tower retrieval.",
     no_args_is_help=True,
@@ -22,9 +35,27 @@ app = typer.Typer(
 dev_app = typer.Typer(help="The embedded Kafka-protocol dev broker (Tansu, memory storage).")
 produce_app = typer.Typer(help="Replay lake partitions to Kafka as Avro.")
 features_app = typer.Typer(help="The Feast feature repository and its online store.")
+batch_app = typer.Typer(
+    help="Beam batch jobs (DirectRunner by default; pipeline options after `--`).",
+    no_args_is_help=True,
+)
+index_app = typer.Typer(help="Published HNSW indexes.", no_args_is_help=True)
+stream_app = typer.Typer(help="Kafka stream workers.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(produce_app, name="produce")
 app.add_typer(features_app, name="features")
+app.add_typer(import_app, name="import", help="Import public data sets into a lake.")
+app.add_typer(batch_app, name="batch")
+app.add_typer(index_app, name="index")
+app.add_typer(stream_app, name="stream")
+app.command("train")(train_cmd)
+app.command("evaluate")(evaluate_cmd)
+batch_app.command("encode", context_settings=ENCODE_CONTEXT)(batch_encode_cmd)
+batch_app.command("corpus", context_settings=ENCODE_CONTEXT)(batch_corpus_cmd)
+batch_app.command("index", context_settings=ENCODE_CONTEXT)(batch_index_cmd)
+index_app.command("rollback")(index_rollback_cmd)
+app.command("publish")(publish_cmd)
+stream_app.command("run")(stream_run_cmd)
 
 console = Console(stderr=True)
 
