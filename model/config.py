@@ -83,10 +83,18 @@ class ModelConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """One training run. ``epochs`` is a ceiling: with a validation split the best epoch
-    by validation Recall@10 is kept and training stops after ``patience`` worse ones."""
+    by validation Recall@10 is kept and training stops after ``patience`` worse ones.
 
-    epochs: int = 5  # the cosine schedule spans them; the 10k world peaks at 5
-    batch_targets: int = 2048  # positives per step (= in-batch negatives per positive)
+    ``epochs`` and ``batch_targets`` left ``None`` adapt to the number of training
+    examples ``n`` (``resolve``): the batch is the power of two <= n / 128, clamped to
+    [256, 2048], and the epochs ~ ``example_budget / n``, clamped to [``min_epochs``,
+    ``max_epochs``]. Small data (ml-100k, ~98k targets) so gets batch 512 and ~25 epochs
+    (many more optimizer steps per example); the 10k synthetic world (~480k) batch 2048
+    and 5 epochs. Values given explicitly are kept as they are.
+    """
+
+    epochs: int | None = None  # None: round(example_budget / n) in [min_epochs, max_epochs]
+    batch_targets: int | None = None  # positives per step (= in-batch negatives); None: auto
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
@@ -96,16 +104,39 @@ class TrainConfig:
     # machines two OpenMP threads measured 5-10x slower under load (bench/train.py
     # --quick: ~10-12k examples/s with 1, ~1.2-1.9k with 2; spinning barriers).
     threads: int = 1
-    patience: int = 2
+    patience: int = 5
     val_users: int = 2000  # users sampled for the per-epoch validation
     pseudo_context: str = "previous"  # see model.batches.pseudo_context
     progress: bool = True
+    example_budget: int = 2_500_000  # targets seen over all epochs when epochs is None
+    min_epochs: int = 3
+    max_epochs: int = 30
+    min_batch: int = 256
+    max_batch: int = 2048
+    examples_per_batch_row: int = 128  # auto batch ~ n / this
 
     def __post_init__(self) -> None:
         if self.pseudo_context not in PSEUDO_CONTEXTS:
             raise ValueError(f"pseudo_context must be one of {PSEUDO_CONTEXTS}")
-        if self.epochs < 1 or self.batch_targets < 2 or self.threads < 1:
-            raise ValueError("epochs and threads must be >= 1, batch_targets >= 2")
+        if (self.epochs is not None and self.epochs < 1) or self.threads < 1:
+            raise ValueError("epochs and threads must be >= 1")
+        if self.batch_targets is not None and self.batch_targets < 2:
+            raise ValueError("batch_targets must be >= 2")
+        if not 1 <= self.min_epochs <= self.max_epochs or not 2 <= self.min_batch <= self.max_batch:
+            raise ValueError("need 1 <= min_epochs <= max_epochs and 2 <= min_batch <= max_batch")
+
+    def resolve(self, n_examples: int) -> TrainConfig:
+        """This config with ``epochs`` and ``batch_targets`` fixed for ``n_examples``
+        training targets (explicit values are kept)."""
+        n = max(int(n_examples), 1)
+        batch = self.batch_targets
+        if batch is None:
+            rows = max(n // self.examples_per_batch_row, 1)
+            batch = min(max(1 << (rows.bit_length() - 1), self.min_batch), self.max_batch)
+        epochs = self.epochs
+        if epochs is None:
+            epochs = min(max(round(self.example_budget / n), self.min_epochs), self.max_epochs)
+        return dataclasses.replace(self, epochs=epochs, batch_targets=batch)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

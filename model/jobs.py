@@ -61,6 +61,7 @@ def run_train(
     data = load_lake(lake, until, days, cfg=ModelConfig(**overrides))
     cfg = ModelConfig.for_data(len(data.catalog), data.catalog.max_interest_id, **overrides)
     source, validate = _sources(data, cfg, holdout, tcfg)
+    tcfg = tcfg.resolve(len(source.log))  # auto epochs / batch size, saved as resolved
     result = train_model(source, tcfg, validate)
     best = result.history[result.best_epoch - 1]
     metrics = {

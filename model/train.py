@@ -168,6 +168,7 @@ def train_model(
     """Train a fresh model on every event of ``source.log`` as a target. With
     ``validate``, keep the best epoch by ``SELECT_ON`` and stop after ``tcfg.patience``
     epochs without improvement."""
+    tcfg = tcfg.resolve(len(source.log))
     run = _start(source, tcfg)
     history: list[dict[str, Any]] = []
     best, best_score, best_epoch = None, -1.0, 0

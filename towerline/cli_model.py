@@ -49,11 +49,21 @@ def train_cmd(
         ),
     ] = "none",
     epochs: Annotated[
-        int, typer.Option(min=1, help="Most epochs (early stop with a holdout).")
-    ] = 5,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Most epochs (early stop with a holdout); default: from the data size "
+            "(~2.5M targets in all, 3 to 30 epochs).",
+        ),
+    ] = None,
     batch_size: Annotated[
-        int, typer.Option(min=2, help="Positives per step; each is a negative for the others.")
-    ] = 2048,
+        int | None,
+        typer.Option(
+            min=2,
+            help="Positives per step; each is a negative for the others. Default: from the "
+            "data size (power of two <= examples / 128, 256 to 2048).",
+        ),
+    ] = None,
     lr: Annotated[
         float, typer.Option(help="AdamW peak learning rate (warm-up, cosine decay).")
     ] = 2e-3,
