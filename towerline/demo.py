@@ -47,15 +47,24 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
     summary: dict = {}
     with _step(console, "generate the synthetic world"):
         summary["world"] = _generate(cfg, lake)
+    store = _open_store(cfg)
     with _step(console, "apply the Feast repo and load profiles"):
-        summary["profiles"] = _load_profiles(cfg, lake)
-    with _broker(cfg, console) as bootstrap, _step(console, "replay one day of engagements"):
-        summary["replay"] = _replay_and_consume(cfg, lake, bootstrap)
+        summary["profiles"] = _load_profiles(store, lake)
+    with _step(console, "train, encode, build corpus and index, publish"):
+        summary["batch"] = _batch(cfg, lake, store)
+    with (
+        _broker(cfg, console) as bootstrap,
+        _step(console, "replay one day of engagements through a stream worker"),
+    ):
+        summary["replay"] = _replay_and_consume(cfg, lake, bootstrap, store)
     summary["seconds"] = round(time.monotonic() - started, 1)
     console.print(_summary_table(summary))
     replay = summary["replay"]
+    if not replay["stream"]["caught_up"]:
+        raise DemoError(f"the stream worker did not catch up: {replay['stream']}")
     if replay["failed"] or replay["consumed"] != replay["sent"] or replay["undecodable"]:
         raise DemoError(f"replay lost or mangled records: {replay}")
+    console.print_json(data={"index_metadata": summary["batch"]["index"]})
     console.print(
         f"\nLook next: the lake under [bold]{lake}[/bold] (world.json holds the planted truth), "
         f"the Feast registry and online store under [bold]{cfg.workdir / 'feast'}[/bold], "
@@ -66,7 +75,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
 
 def _clear_previous_run(workdir: Path) -> None:
     """The demo owns its workdir: a second `make demo` starts from a clean slate."""
-    for name in ("lake", "feast"):
+    for name in ("lake", "feast", "registry", "indexes", "corpus"):
         shutil.rmtree(workdir / name, ignore_errors=True)
 
 
@@ -100,10 +109,21 @@ def _generate(cfg: DemoConfig, lake: Path) -> dict:
     return generate(world, lake, progress=True)
 
 
-def _load_profiles(cfg: DemoConfig, lake: Path) -> dict:
-    from towerline.featurestore import apply_repo, load_profiles, open_store, read_online
+def _open_store(cfg: DemoConfig):
+    from towerline.featurestore import open_store
 
-    store = open_store(data_dir=cfg.workdir / "feast", online="sqlite")
+    return open_store(data_dir=cfg.workdir / "feast", online="sqlite")
+
+
+def _batch(cfg: DemoConfig, lake: Path, store) -> dict:
+    from towerline.demo_batch import train_encode_index
+
+    return train_encode_index(lake, cfg.workdir, cfg.end_date, store)
+
+
+def _load_profiles(store, lake: Path) -> dict:
+    from towerline.featurestore import apply_repo, load_profiles, read_online
+
     apply_repo(store, lake=lake)
     counts = load_profiles(store, lake, progress=True)
     user = read_online(store, USER_FEATURES, [{"user_id": 1}])
@@ -115,13 +135,32 @@ def _load_profiles(cfg: DemoConfig, lake: Path) -> dict:
     }
 
 
-def _replay_and_consume(cfg: DemoConfig, lake: Path, bootstrap: str) -> dict:
+def _replay_and_consume(cfg: DemoConfig, lake: Path, bootstrap: str, store) -> dict:
+    from streams.config import WorkerConfig
+    from streams.runner import run_worker_in_thread
     from towerline.replay import replay_partition
 
     day = cfg.end_date.isoformat()
-    result = replay_partition(lake, day, bootstrap, table="engagements", progress=True)
+    worker_cfg = WorkerConfig(
+        group_id="towerline-demo",
+        bootstrap=bootstrap,
+        state_namespace=f"towerline:demo:{time.time_ns()}",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    with run_worker_in_thread(worker_cfg, store) as worker:
+        result = replay_partition(lake, day, bootstrap, table="engagements", progress=True)
+        caught_up = worker.wait_applied(result.sent, timeout_s=120)
+        stream = {
+            "caught_up": caught_up,
+            "applied": worker.stats.applied,
+            "dead_lettered": worker.stats.dead_lettered,
+            "pipeline_latency_ms": worker.pipeline_latency_ms(),
+            "freshness_ms": worker.freshness_ms(),
+        }
     actions, bad = _consume_back(bootstrap, result.topic, expected=result.sent)
     return {
+        "stream": stream,
         "dt": day,
         "sent": result.sent,
         "failed": result.failed,
@@ -189,5 +228,23 @@ def _summary_table(summary: dict) -> Table:
     )
     for action, n in sorted(replay["by_action"].items()):
         table.add_row(f"  {action}", f"{n:,}")
+    batch = summary["batch"]
+    index = batch["index"]
+    table.add_row("model version (train s)", f"{batch['version']} ({batch['train_seconds']}s)")
+    table.add_row("history states encoded", f"{batch['encoded_users']:,}")
+    table.add_row("corpus snapshot", f"{batch['corpus']['snapshot_id']}")
+    table.add_row("index", f"{index['num_items']:,} items, dim {index['dim']}, {index['metric']}")
+    table.add_row("serving version", f"{batch['serving']['model_version']}")
+    stream = replay["stream"]
+    table.add_row(
+        "stream worker applied / dead-lettered",
+        f"{stream['applied']:,} / {stream['dead_lettered']}",
+    )
+    table.add_row("pipeline latency p50 / p99 ms", _pct(stream["pipeline_latency_ms"]))
+    table.add_row("event-time freshness p50 / p99 ms", _pct(stream["freshness_ms"]))
     table.add_row("total time", f"{summary['seconds']}s")
     return table
+
+
+def _pct(values: dict) -> str:
+    return " / ".join("-" if values.get(q) is None else f"{values[q]:,.0f}" for q in ("p50", "p99"))

@@ -9,7 +9,12 @@ from towerline.demo import DemoConfig, run_demo
 
 def test_demo_runs_end_to_end_twice_in_the_same_workdir(tmp_path):
     cfg = DemoConfig(
-        workdir=tmp_path / "demo", users=200, pins=400, days=3, end_date=dt.date(2026, 1, 31)
+        workdir=tmp_path / "demo",
+        users=200,
+        pins=400,
+        days=3,
+        # Yesterday, as the CLI does: the stream worker dead-letters events older than 7 days.
+        end_date=dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1),
     )
     console = Console(file=open(tmp_path / "out.txt", "w"), width=120)  # noqa: SIM115
     for _ in range(2):  # the second run must not trip over the first one's files
@@ -22,3 +27,9 @@ def test_demo_runs_end_to_end_twice_in_the_same_workdir(tmp_path):
     assert summary["profiles"]["user_1"]["age_bucket"].startswith("AGE_")
     assert 1 <= len(summary["profiles"]["pin_1"]["interest_ids"]) <= 3
     assert not (cfg.workdir / "run" / "broker.json").exists(), "the demo must stop its broker"
+    stream = replay["stream"]
+    assert stream["caught_up"] and stream["applied"] == replay["sent"]
+    batch = summary["batch"]
+    assert batch["encoded_users"] == 200
+    assert batch["serving"]["model_version"] == batch["version"] == batch["index"]["model_version"]
+    assert batch["index"]["num_items"] > 0
