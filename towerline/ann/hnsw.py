@@ -9,7 +9,6 @@ item tower) and the sha256 of ``index.bin``, which ``load`` checks before readin
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import hnswlib
 import numpy as np
+
+from model.registry import sha256_file  # one sha256 for registry and index files
 
 INDEX_FILE, METADATA_FILE = "index.bin", "metadata.json"
 METRIC = "ip"  # both towers L2-normalise, so inner product = cosine
@@ -147,14 +148,6 @@ class HnswIndex:
         index.load_index(str(directory / INDEX_FILE))
         params = HnswParams(**{k: int(v) for k, v in meta["hnsw"].items()})
         return cls(index, params, meta)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_metadata(directory: Path) -> dict[str, Any]:
