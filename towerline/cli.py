@@ -180,30 +180,27 @@ Rate = Annotated[
 ]
 
 
-@produce_app.command("engagements")
-def produce_engagements(
-    lake: Lake,
-    dt_: Day,
-    rate: Rate = None,
-    bootstrap: Bootstrap = None,
-    run_dir: RunDir = None,
-    progress: bool = True,
-) -> None:
-    """Send one day of engagements to the `engagements` topic, keyed by user_id."""
-    _replay("engagements", lake, dt_, rate, bootstrap, run_dir, progress)
+def _produce_command(table: str, what: str):
+    """One `towerline produce` command per lake table; they differ only in the table."""
+
+    def command(
+        lake: Lake,
+        dt_: Day,
+        rate: Rate = None,
+        bootstrap: Bootstrap = None,
+        run_dir: RunDir = None,
+        progress: bool = True,
+    ) -> None:
+        _replay(table, lake, dt_, rate, bootstrap, run_dir, progress)
+
+    command.__doc__ = f"Send one day of {what} to the `{table}` topic, keyed by user_id."
+    return command
 
 
-@produce_app.command("offsite-conversions")
-def produce_offsite(
-    lake: Lake,
-    dt_: Day,
-    rate: Rate = None,
-    bootstrap: Bootstrap = None,
-    run_dir: RunDir = None,
-    progress: bool = True,
-) -> None:
-    """Send one day of offsite conversions to the `offsite_conversions` topic."""
-    _replay("offsite_conversions", lake, dt_, rate, bootstrap, run_dir, progress)
+produce_app.command("engagements")(_produce_command("engagements", "engagements"))
+produce_app.command("offsite-conversions")(
+    _produce_command("offsite_conversions", "offsite conversions")
+)
 
 
 @features_app.command("apply")
