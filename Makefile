@@ -27,6 +27,7 @@ demo: setup
 	$(BIN)/towerline demo --workdir $(DEMO_DIR)
 
 test: setup
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -35,7 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch.corpus_steps import NAMESPACE, PIN_COLUMNS, BuildCorpus, CorpusConfig, CorpusError
 from schemas.lake import partition_dir, partitions, table_dir
-from towerline.ann import publish_dir, sha256_file, write_json_atomic
+from towerline.core.files import publish_dir, sha256_file, write_json_atomic
 
 __all__ = ["CorpusConfig", "CorpusError", "build_pipeline", "resolve_snapshot", "run_corpus"]
 

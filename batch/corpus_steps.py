@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from schemas.enums import ENGAGEMENT_ACTIONS
+from towerline.core.contracts import ENGAGEMENT_ACTIONS
+from towerline.core.errors import InputError
 
 DAY_MS = 86_400_000
 NAMESPACE = "corpus"  # Beam metrics namespace of the counters below
@@ -48,7 +49,7 @@ CANDIDATES = pa.schema(
 )
 
 
-class CorpusError(ValueError):
+class CorpusError(InputError):
     """The corpus cannot be built from what was given."""
 
 

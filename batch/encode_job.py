@@ -30,9 +30,8 @@ import feast
 from batch import encode_output as out
 from batch.encode import EncodeSpec, offsite_globs, run_pipeline
 from batch.encode_ops import end_of_day_ms
-from towerline.featurestore import write_online
-
-DEFAULT_MODEL_NAME = "two_tower"  # = model.artifacts.DEFAULT_MODEL_NAME
+from towerline.core.contracts import DEFAULT_MODEL_NAME
+from towerline.core.featurestore import write_online
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,7 +25,7 @@ from model.features import build_encoder_inputs, sequence_events
 from model.tables import EventLog, PinTable
 from model.towers import SequenceEncoder
 from schemas.arrow import TS, USER_HISTORY_STATE
-from schemas.enums import CONVERSION_ACTIONS
+from towerline.core.contracts import CONVERSION_ACTIONS
 
 # What the job reads of the lake: event_id is never needed.
 EVENT_COLUMNS = ["user_id", "pin_id", "action", "event_ts"]

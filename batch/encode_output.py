@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from schemas.arrow import USER_HISTORY_STATE
 from schemas.lake import partition_dir, partitions, table_dir
+from towerline.core.errors import RefusedError
 
 STATE_TABLE = "user_history_state"
 PART_GLOB = "part-*.parquet"
@@ -44,7 +45,7 @@ PART_GLOB = "part-*.parquet"
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": ["model_version"]}
 
 
-class EncodeOutputError(RuntimeError):
+class EncodeOutputError(RefusedError):
     """The staged output is not what the run computed, or another run holds the lock."""
 
 

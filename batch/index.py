@@ -7,7 +7,7 @@ A Beam job (DirectRunner by default, any runner through standard pipeline option
 
 then ``run_index`` publishes the staged directory (fsync, rename to
 ``<INDEXES>/<model_name>/<version>-<built_at>``, flip ``current`` with ``os.replace``) and
-keeps the last N builds (``towerline.ann``).
+keeps the last N builds (``towerline.core.ann``).
 
 Embedding is a Beam step, not a plain torch loop: each element is a record batch of up to
 65,536 corpus pins, so Beam's per-element cost vanishes, the item tower is loaded once per
@@ -31,38 +31,25 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from apache_beam.io.parquetio import ReadFromParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch.corpus import CORPUS_FILE, resolve_snapshot
-from model.artifacts import DEFAULT_MODEL_NAME, load_config, load_item_tower
-from model.config import INTEREST_SLOTS
+from model.artifacts import load_config, load_item_tower
 from model.registry import verify_version
-from model.tables import PAD_INTEREST
-from towerline.ann import HnswIndex, HnswParams, new_staging, publish_index, read_metadata
+from towerline.core.ann import HnswIndex, HnswParams, new_staging, publish_index, read_metadata
+from towerline.core.contracts import DEFAULT_MODEL_NAME
+from towerline.core.errors import InputError
+from towerline.core.slots import interest_slots
 
 ITEM_COLUMNS = ["pin_id", "interest_ids", "interest_confidences"]
 EF_LADDER = (100, 150, 200, 300, 500, 800)  # query beams tried, cheapest first
 Embedded = tuple[np.ndarray, np.ndarray]  # ids (B,) int64, vectors (B, dim) float32
 
 
-class IndexJobError(RuntimeError):
+class IndexJobError(InputError):
     """The index cannot be built from what was given."""
-
-
-def _slots(column: pa.ChunkedArray | pa.Array, fill: float, dtype: type) -> np.ndarray:
-    """A list column (n rows) -> (n, 3) array, truncated / padded with ``fill``."""
-    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    lengths = pc.list_value_length(lists).fill_null(0).to_numpy().astype(np.int64)
-    flat = pc.list_flatten(lists).to_numpy()
-    row = np.repeat(np.arange(len(lengths)), lengths)
-    position = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out = np.full((len(lengths), INTEREST_SLOTS), fill, dtype=dtype)
-    keep = position < INTEREST_SLOTS
-    out[row[keep], position[keep]] = flat[keep]
-    return out
 
 
 def item_inputs(batch: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,9 +57,7 @@ def item_inputs(batch: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (``PAD_INTEREST`` after the last), confidences (B, 3) float32 (0 on padding) — the
     layout ``model.lake_io.read_pins`` gives training, so both towers see the same input."""
     ids = batch["pin_id"].to_numpy().astype(np.int64)
-    interests = _slots(batch["interest_ids"], PAD_INTEREST, np.int64)
-    conf = _slots(batch["interest_confidences"], 0.0, np.float32)
-    conf[interests == PAD_INTEREST] = 0.0
+    interests, conf = interest_slots(batch["interest_ids"], batch["interest_confidences"])
     return ids, interests, conf
 
 

@@ -26,11 +26,10 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from model.artifacts import DEFAULT_MODEL_NAME
 from model.registry import RegistryError, resolve_version, verify_version
 from schemas.arrow import USER_HISTORY_STATE
 from schemas.lake import partition_dir, partitions
-from towerline.ann import (
+from towerline.core.ann import (
     SERVING,
     AnnError,
     current_dir,
@@ -38,14 +37,16 @@ from towerline.ann import (
     model_root,
     read_pointer,
     verify_index,
-    write_json_atomic,
 )
-from towerline.featurestore import read_online
+from towerline.core.contracts import DEFAULT_MODEL_NAME
+from towerline.core.errors import RefusedError
+from towerline.core.featurestore import read_online
+from towerline.core.files import write_json_atomic
 
 HISTORY_VIEW = "user_history_state"
 
 
-class PublishError(RuntimeError):
+class PublishError(RefusedError):
     """The version is not servable; the message names what is missing."""
 
 

@@ -41,8 +41,8 @@ from batch.encode_output import OutputPaths, read_published
 from model.artifacts import TwoTower, load_encoder, save_model
 from model.config import ModelConfig
 from model.lake_io import Window, read_events, read_pins
-from schemas.enums import CONVERSION_ACTIONS
-from towerline.featurestore import apply_repo, open_store
+from towerline.core.contracts import CONVERSION_ACTIONS
+from towerline.core.featurestore import apply_repo, open_store
 from towerline.world import WorldConfig, generate
 
 END = dt.date(2025, 6, 30)

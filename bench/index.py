@@ -1,4 +1,4 @@
-"""Benchmark the ANN index: ``towerline.ann.HnswIndex`` against bare hnswlib.
+"""Benchmark the ANN index: ``towerline.core.ann.HnswIndex`` against bare hnswlib.
 
     .venv/bin/python bench/index.py            # 1,000,000 pins x 64 dims, k = 100
     .venv/bin/python bench/index.py --quick    # 50,000 pins, well under a minute
@@ -31,7 +31,7 @@ import hnswlib
 import numpy as np
 import torch
 
-from towerline.ann import INDEX_FILE, METRIC, HnswIndex, HnswParams
+from towerline.core.ann import INDEX_FILE, METRIC, HnswIndex, HnswParams
 
 FULL = {"n": 1_000_000, "latency_queries": 2000, "recall_queries": 200}
 QUICK = {"n": 50_000, "latency_queries": 1000, "recall_queries": 100}

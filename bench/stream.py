@@ -37,13 +37,13 @@ import redis
 from kafka import KafkaConsumer, KafkaProducer
 
 from schemas.codec import AvroCodec
-from schemas.enums import ENGAGEMENT_ACTIONS
 from schemas.errors import SchemaError
 from streams.config import WorkerConfig
 from streams.runner import run_worker_in_thread, tune_gc
+from towerline.core.contracts import ENGAGEMENT_ACTIONS
+from towerline.core.featurestore import apply_repo, open_store
+from towerline.core.kafka import ProducerSettings
 from towerline.devbroker import create_topics, running_broker
-from towerline.featurestore import apply_repo, open_store
-from towerline.kafka_config import ProducerSettings
 
 FULL = {"events": 300_000, "users": 1_000_000, "pins": 200_000, "probe_s": 15.0}
 QUICK = {"events": 40_000, "users": 1_000_000, "pins": 200_000, "probe_s": 5.0}

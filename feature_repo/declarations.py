@@ -1,12 +1,12 @@
 """Feast declarations of towerline: entities, sources and the five feature views.
 
 Declarations only, no I/O at import. ``declare(lake)`` builds every object for one lake
-location, so Python callers (``towerline.featurestore.apply_repo``) can point the offline
+location, so Python callers (``towerline.core.featurestore.apply_repo``) can point the offline
 sources at any lake; the module-level names below are what ``feast apply`` collects.
 
-``TOWERLINE_LAKE`` (read once, below) is the lake location for the ``feast`` CLI, whose only
-way in is the environment. Default ``../data/lake``, i.e. ``<repo>/data/lake``: Feast
-resolves a relative FileSource path against the feature repo directory, not the cwd.
+The module-level objects point at ``../data/lake``, i.e. ``<repo>/data/lake`` (Feast
+resolves a relative FileSource path against the feature repo directory, not the cwd);
+``towerline features apply --lake DIR`` points them anywhere. No environment is read here.
 
 Conventions the writers must follow:
 - every view carries ``tags["freshness_target_s"]`` (seconds, as a string) for monitoring;
@@ -17,18 +17,15 @@ Conventions the writers must follow:
 """
 
 import dataclasses
-import os
 from datetime import timedelta
 
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.types import Array, Float32, Float64, Int32, Int64, String
 
-from schemas.enums import ENGAGEMENT_ACTIONS
+from towerline.core.contracts import ENGAGEMENT_ACTIONS, FRESHNESS_TAG, WRITTEN_BY_TAG
 
-LAKE_ENV = "TOWERLINE_LAKE"
 DEFAULT_LAKE = "../data/lake"
-FRESHNESS_TAG = "freshness_target_s"
 DAILY_FRESHNESS = timedelta(hours=26)  # daily job + 2 h of slack
 STREAM_FRESHNESS = timedelta(seconds=1)  # p99 event-to-online latency
 
@@ -68,7 +65,7 @@ class FeatureRepo:
 
 
 def _tags(freshness: timedelta, written_by: str) -> dict[str, str]:
-    return {FRESHNESS_TAG: str(int(freshness.total_seconds())), "written_by": written_by}
+    return {FRESHNESS_TAG: str(int(freshness.total_seconds())), WRITTEN_BY_TAG: written_by}
 
 
 def _parquet_source(
@@ -128,8 +125,10 @@ def _user_profile_fv(lake: str) -> FeatureView:
         # point-in-time joins, so the ttl is long and the freshness target is on the tag.
         ttl=timedelta(days=365),
         schema=[
-            Field(name="age_bucket", dtype=String, description="schemas.enums.AGE_BUCKETS."),
-            Field(name="gender", dtype=String, description="schemas.enums.GENDERS."),
+            Field(
+                name="age_bucket", dtype=String, description="towerline.core.contracts.AGE_BUCKETS."
+            ),
+            Field(name="gender", dtype=String, description="towerline.core.contracts.GENDERS."),
             Field(name="country", dtype=String, description="ISO 3166-1 alpha-2 code."),
             Field(name="segment", dtype=String, description="Marketing segment label."),
         ],
@@ -245,7 +244,7 @@ def declare(lake: str) -> FeatureRepo:
 
 
 # What `feast apply` collects (it scans module attributes for Feast objects).
-REPO = declare(os.environ.get(LAKE_ENV, DEFAULT_LAKE))
+REPO = declare(DEFAULT_LAKE)
 user_realtime_seq_push_source = REPO.user_realtime_seq_push_source
 pin_engagement_push_source = REPO.pin_engagement_push_source
 user_history_state_fv = REPO.user_history_state_fv

@@ -17,8 +17,8 @@ from torch import nn
 from model import registry as reg
 from model.config import ModelConfig
 from model.towers import ItemTower, OnlineTower, SequenceEncoder
+from towerline.core.contracts import DEFAULT_MODEL_NAME
 
-DEFAULT_MODEL_NAME = "two_tower"
 PARTS = ("encoder", "online", "item_tower")
 
 

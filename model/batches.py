@@ -27,7 +27,8 @@ from model.features import (
     history_index,
     sequence_events,
 )
-from model.tables import PAD_INTEREST, EventLog, PinTable, UserTable
+from model.tables import EventLog, PinTable, UserTable
+from towerline.core.contracts import PAD_INTEREST
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from schemas.enums import AGE_BUCKETS, CONVERSION_ACTIONS, GENDERS, MAX_INTERESTS_PER_PIN
+from towerline.core.contracts import AGE_BUCKETS, CONVERSION_ACTIONS, GENDERS
 
-INTEREST_SLOTS = MAX_INTERESTS_PER_PIN
 HISTORY_CUTOFFS = {"event": 1, "day": 86_400}  # -> resolution of "earlier", seconds
 PSEUDO_CONTEXTS = ("previous", "positive", "mixed")  # see model.batches.pseudo_context
 

@@ -21,7 +21,8 @@ from model.artifacts import TwoTower
 from model.batches import ExampleSource, context_inputs, user_context
 from model.features import build_encoder_inputs
 from model.protocol import metrics_from_ranks, rank_stats
-from model.tables import PAD_INTEREST, PinTable
+from model.tables import PinTable
+from towerline.core.contracts import PAD_INTEREST
 
 CONTEXTS = ("with_context", "no_context")
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.artifacts import DEFAULT_MODEL_NAME, load_model, save_model
+from model.artifacts import load_model, save_model
 from model.batches import ExampleSource, make_source
 from model.config import ModelConfig, TrainConfig
 from model.evaluate import evaluate_targets, seen_share
@@ -20,6 +20,7 @@ from model.lake_io import LakeData, Window, load_lake
 from model.protocol import leave_one_out_split, popularity_scores
 from model.registry import load_document
 from model.train import Validator, train_model
+from towerline.core.contracts import DEFAULT_MODEL_NAME
 
 HOLDOUTS = ("none", "leave-one-out")
 

@@ -11,10 +11,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from model.config import INTEREST_SLOTS, ModelConfig
-from model.tables import PAD_INTEREST, EventLog, PinTable, UserTable, encode_demographics
-from schemas.enums import CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS
+from model.config import ModelConfig
+from model.tables import EventLog, PinTable, UserTable, encode_demographics
 from schemas.lake import LakeError, partitions, read_partition, read_table, table_dir
+from towerline.core.contracts import CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS
+from towerline.core.slots import interest_slots
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,19 +70,6 @@ def read_events(lake: Path, table: str, window: Window, symbols: tuple[str, ...]
     )
 
 
-def _fixed_slots(column: pa.ChunkedArray, fill: float, dtype: type) -> np.ndarray:
-    """A list column (n rows) -> (n, 3) array, truncated / padded with ``fill``."""
-    lists = column.combine_chunks()
-    lengths = pc.list_value_length(lists).fill_null(0).to_numpy().astype(np.int64)
-    flat = pc.list_flatten(lists).to_numpy()
-    parent = np.repeat(np.arange(len(lengths)), lengths)
-    position = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out = np.full((len(lengths), INTEREST_SLOTS), fill, dtype=dtype)
-    keep = position < INTEREST_SLOTS
-    out[parent[keep], position[keep]] = flat[keep]
-    return out
-
-
 def _latest_rows(ids: np.ndarray, updated: np.ndarray) -> np.ndarray:
     """Row of the latest version of each id, sorted by id."""
     order = np.lexsort((updated, ids))
@@ -97,9 +85,7 @@ def read_pins(lake: Path) -> PinTable:
     pins = read_table(lake, "pins")
     ids = pins["pin_id"].to_numpy()
     rows = _latest_rows(ids, pins["updated_ts"].cast(pa.int64()).to_numpy())
-    interests = _fixed_slots(pins["interest_ids"], PAD_INTEREST, np.int64)
-    conf = _fixed_slots(pins["interest_confidences"], 0.0, np.float32)
-    conf[interests == PAD_INTEREST] = 0.0
+    interests, conf = interest_slots(pins["interest_ids"], pins["interest_confidences"])
     return PinTable(ids[rows].astype(np.int64), interests[rows], conf[rows])
 
 

@@ -11,7 +11,6 @@ name, then renamed), ``versions.json`` lists the kept versions, and only the las
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -21,17 +20,22 @@ from typing import Any
 
 import torch
 
+from towerline.core.errors import EXIT_FAILED, InputError
+from towerline.core.files import sha256_file, write_json_atomic
+
 MANIFEST = "manifest.json"
 VERSIONS = "versions.json"
 _VERSION = re.compile(r"^v(\d+)$")
 
 
-class RegistryError(Exception):
+class RegistryError(InputError):
     """The registry does not hold what was asked for."""
 
 
 class IntegrityError(RegistryError):
     """A version's files do not match their recorded sha256."""
+
+    exit_code = EXIT_FAILED
 
 
 def model_dir(registry: Path, model_name: str) -> Path:
@@ -57,14 +61,6 @@ def resolve_version(registry: Path, model_name: str, version: str | None) -> str
     if version not in versions:
         raise RegistryError(f"{model_name!r} has no version {version!r}; kept: {versions}")
     return version
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_version(
@@ -116,9 +112,7 @@ def _write_listing(registry: Path, model_name: str) -> None:
     for version in list_versions(registry, model_name):
         manifest = json.loads((root / version / MANIFEST).read_text())
         rows.append({"version": version, "created_at": manifest.get("created_at")})
-    tmp = root / f".{VERSIONS}.{os.getpid()}"
-    tmp.write_text(json.dumps({"model_name": model_name, "versions": rows}, indent=2))
-    os.replace(tmp, root / VERSIONS)
+    write_json_atomic(root / VERSIONS, {"model_name": model_name, "versions": rows})
 
 
 def prune(registry: Path, model_name: str, keep: int) -> list[str]:

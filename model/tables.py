@@ -14,11 +14,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from model.config import INTEREST_SLOTS
-from schemas.enums import AGE_BUCKETS, GENDERS
-
-PAD_INTEREST = -1
-UNKNOWN_INTEREST = -2
+from towerline.core.contracts import (
+    AGE_BUCKETS,
+    GENDERS,
+    INTEREST_SLOTS,
+    PAD_INTEREST,
+    UNKNOWN_INTEREST,
+)
 
 
 @dataclasses.dataclass(frozen=True)

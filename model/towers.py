@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.config import ModelConfig
-from model.tables import PAD_INTEREST
+from towerline.core.contracts import PAD_INTEREST
 
 _PRIME = 2_147_483_647  # 2^31 - 1: (id mod P) * a stays below 2^62, so no int64 overflow
 _HASHES = ((1_103_515_245, 12_345), (48_271, 1_013_904_223))

@@ -1,7 +1,9 @@
 """The one error type of the event contracts."""
 
+from towerline.core.errors import InputError
 
-class SchemaError(ValueError):
+
+class SchemaError(InputError):
     """A record that does not encode, decode or validate against its schema.
 
     ``schema`` is the Avro record name (e.g. ``Engagement``), ``field`` the offending

@@ -7,9 +7,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from schemas.arrow import LAKE_TABLES, PARTITIONED_TABLES
+from towerline.core.errors import InputError
 
 
-class LakeError(ValueError):
+class LakeError(InputError):
     """The lake does not hold what was asked for."""
 
 

@@ -8,14 +8,13 @@ producer and consumer agrees on them without a running service.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import fastavro
 
 from schemas.errors import SchemaError
+from towerline.core.files import write_text_atomic
 
 AVRO_DIR = Path(__file__).with_name("avro")
 BUILTIN_REGISTRY = Path(__file__).with_name("registry.json")
@@ -81,7 +80,4 @@ class SchemaRegistry:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         body = json.dumps({"subjects": self._subjects}, indent=1, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".registry-")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(body)
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, body)

@@ -9,8 +9,8 @@ from typing import Any
 
 from fastavro.validation import validate
 
-from schemas.enums import MAX_INTERESTS_PER_PIN
 from schemas.errors import SchemaError
+from towerline.core.contracts import MAX_INTERESTS_PER_PIN
 
 _MISSING = object()
 

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from streams.batch import BatchUpdate
 from streams.events import Rejected
 from streams.state import Conflict, StateStore
+from streams.update import BatchUpdate
 
 
 @dataclass

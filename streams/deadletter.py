@@ -13,12 +13,13 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from streams.events import Rejected
+from towerline.core.errors import TowerlineError
 
 FLUSH_TIMEOUT_S = 30.0
 HEADER_PREFIX = "dlq."
 
 
-class DeadLetterError(RuntimeError):
+class DeadLetterError(TowerlineError):
     """Some rejected records were not acknowledged by the dead-letter topic."""
 
 

@@ -13,7 +13,7 @@ It is not idempotent: exactly-once comes from the state store, not from here.
 
 from typing import NamedTuple
 
-ACTIONS = 4  # len(schemas.enums.ENGAGEMENT_ACTIONS)
+ACTIONS = 4  # len(towerline.core.contracts.ENGAGEMENT_ACTIONS)
 
 
 class Decayed(NamedTuple):

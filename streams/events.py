@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from schemas.codec import AvroCodec
-from schemas.enums import ENGAGEMENT_ACTIONS
 from schemas.errors import SchemaError
+from towerline.core.contracts import ENGAGEMENT_ACTIONS
 
 SUBJECT = "Engagement"
 ACTION_INDEX = {name: i for i, name in enumerate(ENGAGEMENT_ACTIONS)}

@@ -26,9 +26,10 @@ from feast.infra.online_stores.sqlite import SqliteOnlineStore
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
 
-from schemas.enums import ENGAGEMENT_ACTIONS
 from streams.decay import Decayed
 from streams.sequence import Seq
+from towerline.core.contracts import ENGAGEMENT_ACTIONS
+from towerline.core.errors import InputError
 
 USER_VIEW, PIN_VIEW = "user_realtime_seq", "pin_engagement"
 USER_FEATURES = ("pin_ids", "event_ts_ms", "actions", "updated_ts_ms")
@@ -36,7 +37,7 @@ PIN_FEATURES = tuple(f"decayed_{a.lower()}" for a in ENGAGEMENT_ACTIONS) + ("las
 OPTIONAL_FEATURES = frozenset({"updated_ts_ms"})
 
 
-class LayoutError(RuntimeError):
+class LayoutError(InputError):
     """The Feast repository or store does not look like what the stream worker writes."""
 
 

@@ -18,7 +18,7 @@ import feast
 
 from streams.config import WorkerConfig
 from streams.metrics import SampleHistogram, StreamMetrics
-from streams.state import open_state_store
+from streams.stores import open_state_store
 from streams.worker import StreamWorker, WorkerStats
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ class Entry(NamedTuple):
     ts_ms: int
     event_id: str
     pin_id: int
-    action: int  # index into schemas.enums.ENGAGEMENT_ACTIONS
+    action: int  # index into towerline.core.contracts.ENGAGEMENT_ACTIONS
 
 
 Seq = tuple[Entry, ...]

@@ -13,12 +13,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
-import feast
-
-from streams.batch import BatchUpdate
 from streams.decay import Decayed
-from streams.feast_layout import layout_of, redis_client, sqlite_path
 from streams.sequence import Seq
+from streams.update import BatchUpdate
 
 NO_OFFSET = -1  # a partition nothing was applied from yet
 
@@ -60,19 +57,3 @@ class StateStore(Protocol):
         ...
 
     def close(self) -> None: ...
-
-
-def open_state_store(store: feast.FeatureStore, namespace: str, half_life_ms: float) -> StateStore:
-    """The state store that matches the Feast online store: Redis with Redis, else SQLite.
-
-    Living next to the online rows is what lets one transaction cover both. The Feast
-    project is appended to ``namespace``: the state belongs to that project's rows.
-    """
-    from streams.store_redis import RedisStateStore
-    from streams.store_sqlite import SqliteStateStore
-
-    layout = layout_of(store)
-    namespace = f"{namespace}:{store.project}"
-    if layout.kind == "redis":
-        return RedisStateStore(redis_client(store), layout, namespace, half_life_ms)
-    return SqliteStateStore(sqlite_path(store), layout, namespace, half_life_ms)

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import redis
 
-from streams.batch import BatchUpdate
 from streams.decay import Decayed
 from streams.feast_layout import StoreLayout, int64_value_bytes, timestamp_bytes
 from streams.redis_lua import LOAD_SCRIPT, apply_script
 from streams.redis_rows import decode_user, encode_user
 from streams.sequence import Seq
 from streams.state import NO_OFFSET, Conflict
+from streams.update import BatchUpdate
 
 _PIN = struct.Struct("<ddddd")
 _PIN_HEAD = struct.Struct("<4I")  # record framing: count, then one length per string

@@ -18,11 +18,11 @@ from feast.infra.online_stores.helpers import extract_text_and_num
 from feast.protos.feast.types.Value_pb2 import Value
 
 from streams import decay, sequence
-from streams.batch import BatchUpdate
 from streams.decay import Decayed
 from streams.feast_layout import StoreLayout, ViewLayout, pin_values, user_values
 from streams.sequence import Seq
 from streams.state import NO_OFFSET, Conflict
+from streams.update import BatchUpdate
 
 T = TypeVar("T")
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit

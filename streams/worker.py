@@ -27,7 +27,6 @@ from redis.exceptions import RedisError
 
 from schemas.codec import AvroCodec
 from streams.accounting import WorkerStats, account
-from streams.batch import BatchUpdate, OffsetMove, build_update
 from streams.committer import Committer
 from streams.config import WorkerConfig
 from streams.deadletter import DeadLetterError, DeadLetters
@@ -35,7 +34,8 @@ from streams.events import Event, Rejected, classify
 from streams.metrics import StreamMetrics
 from streams.sequence import EMPTY, Seq
 from streams.state import NO_OFFSET, StateStore
-from towerline.kafka_config import ConsumerSettings, ProducerSettings
+from streams.update import BatchUpdate, OffsetMove, build_update
+from towerline.core.kafka import ConsumerSettings, ProducerSettings
 
 log = logging.getLogger(__name__)
 # What a batch may fail with and be retried after: broker, state store, dead-letter topic.

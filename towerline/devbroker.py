@@ -24,6 +24,9 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
+from towerline.core.errors import UnavailableError
+from towerline.core.files import write_text_atomic
+
 HOST = "127.0.0.1"
 DEFAULT_TOPICS: tuple[str, ...] = ("engagements", "offsite_conversions", "dead_letter")
 STATE_FILE = "broker.json"
@@ -32,7 +35,7 @@ _TOPIC_ALREADY_EXISTS = 36  # Kafka protocol error code
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
-class BrokerError(RuntimeError):
+class BrokerError(UnavailableError):
     """The dev broker cannot be found, started, reached or configured."""
 
 
@@ -188,7 +191,7 @@ def _spawn(run_dir: Path, binary: str, port: int | None, timeout_s: float) -> Br
         if proc.poll() is None:  # once reaped, the PID may already belong to someone else
             _terminate(proc.pid)
         raise
-    _write_atomic(run_dir / STATE_FILE, info.to_json())
+    write_text_atomic(run_dir / STATE_FILE, info.to_json())
     return info
 
 
@@ -255,12 +258,6 @@ def _log(info: BrokerInfo, lines: int = 15) -> str:
     text = _ANSI.sub("", path.read_text(errors="replace")) if path.is_file() else "(empty)"
     tail = "\n".join(text.splitlines()[-lines:])
     return f"; last lines of {path}:\n{tail}"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

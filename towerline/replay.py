@@ -23,7 +23,8 @@ from kafka.errors import KafkaError
 from schemas.codec import AvroCodec
 from schemas.errors import SchemaError
 from schemas.lake import read_partition
-from towerline.kafka_config import ProducerSettings
+from towerline.core.errors import TowerlineError
+from towerline.core.kafka import ProducerSettings
 
 # Lake table -> Avro subject of its rows. The topic defaults to the table name.
 SUBJECTS: dict[str, str] = {"engagements": "Engagement", "offsite_conversions": "OffsiteConversion"}
@@ -31,7 +32,7 @@ BATCH_ROWS = 10_000
 REPLAY_PRODUCER = ProducerSettings(client_id="towerline-replay")
 
 
-class ReplayError(RuntimeError):
+class ReplayError(TowerlineError):
     """The replay cannot start (unknown table, broker unreachable)."""
 
 

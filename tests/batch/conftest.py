@@ -15,7 +15,7 @@ import pytest
 from model.artifacts import TwoTower, save_model
 from model.config import ModelConfig
 from model.lake_io import read_pins
-from towerline.featurestore import apply_repo, open_store
+from towerline.core.featurestore import apply_repo, open_store
 from towerline.world import WorldConfig, generate
 
 END = dt.date(2025, 6, 30)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from batch.corpus import CORPUS_FILE, MAP_FILE, resolve_snapshot, run_corpus
 from batch.corpus_steps import BuildCorpus, CorpusConfig, CorpusError, decayed_scores
 from schemas.arrow import ENGAGEMENT, PIN_PROFILE
-from towerline.cli_batch_index import batch_corpus_cmd
+from towerline.cli.batch_index import batch_corpus_cmd
 from towerline.world import WorldConfig, generate
 
 DAY = dt.date(2025, 6, 30)
@@ -223,7 +223,7 @@ def test_cli_takes_pipeline_options_after_double_dash(tmp_path: Path) -> None:
     app = typer.Typer()
     app.command("corpus")(batch_corpus_cmd)
     app.command("noop")(lambda: None)  # two commands: the command name is then required
-    args = ["corpus", "--lake", str(lake), "--dt", "2025-06-30", "--half-life-days", "2"]
+    args = ["corpus", "--lake", str(lake), "--dt", "2025-06-30", "--half-life", "2d"]
     args += ["--top-m", "2", "--weights", "share=0", "--", "--runner=DirectRunner"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

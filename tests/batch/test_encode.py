@@ -34,9 +34,10 @@ from batch.encode_job import EncodeConfig, resolve_spec, run_encode
 from model.artifacts import load_encoder
 from model.features import build_encoder_inputs, sequence_events
 from model.lake_io import Window, read_events, read_pins
-from schemas.enums import CONVERSION_ACTIONS
 from schemas.lake import partitions, read_partition
-from towerline.cli_batch_encode import CONTEXT_SETTINGS, batch_encode_cmd
+from towerline.cli.batch_encode import batch_encode_cmd
+from towerline.cli.options import BEAM_CONTEXT
+from towerline.core.contracts import CONVERSION_ACTIONS
 
 END = dt.date(2025, 6, 30)
 PREVIOUS = END - dt.timedelta(days=1)
@@ -236,7 +237,7 @@ def test_backfill_does_not_overwrite_fresher_online_states(
 
 def test_cli_passes_pipeline_options_after_the_double_dash(lake: Path, registry: Path) -> None:
     app = typer.Typer()
-    app.command("encode", context_settings=CONTEXT_SETTINGS)(batch_encode_cmd)
+    app.command("encode", context_settings=BEAM_CONTEXT)(batch_encode_cmd)
     app.command("noop")(lambda: None)  # two commands: `encode` stays a subcommand
     args = ["encode", "--lake", str(lake), "--dt", "2025-06-30", "--registry", str(registry)]
     args += ["--shards", "2", "--online", "none", "--no-progress", "--", *IN_MEMORY]

@@ -11,10 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-import typer
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that
-from typer.testing import CliRunner
 
 from batch.corpus import CORPUS_FILE, run_corpus
 from batch.corpus_steps import CorpusConfig
@@ -22,7 +20,8 @@ from batch.index import EmbedCorpus, item_inputs, run_index
 from model.artifacts import TwoTower, load_item_tower, save_model
 from model.config import ModelConfig
 from model.lake_io import read_pins
-from towerline.ann import (
+from tests.cli.cli_kit import assert_user_error, towerline_here
+from towerline.core.ann import (
     INDEX_FILE,
     SERVING,
     AnnError,
@@ -35,9 +34,8 @@ from towerline.ann import (
     publish_index,
     read_pointer,
     rollback,
-    write_json_atomic,
 )
-from towerline.cli_batch_index import batch_index_cmd, index_rollback_cmd
+from towerline.core.files import write_json_atomic
 from towerline.world import WorldConfig, generate
 
 DAY = dt.date(2025, 6, 30)
@@ -193,25 +191,16 @@ def test_keep_last_n_and_rollback(tmp_path: Path) -> None:
 
 
 def test_cli_index_and_rollback(world: dict[str, Path], tmp_path: Path) -> None:
-    app = typer.Typer()
-    app.command("index")(batch_index_cmd)
-    app.command("rollback")(index_rollback_cmd)
-    runner = CliRunner()
-    args = [
-        "index",
-        "--corpus",
-        str(world["snapshot"].parent),
-        "--registry",
-        str(world["registry"]),
-    ]
-    args += ["--out", str(tmp_path), "--ef-search", "120", "--", "--runner=DirectRunner"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
+    args = ["batch", "index", "--corpus", str(world["snapshot"].parent)]
+    args += ["--registry", str(world["registry"]), "--indexes", str(tmp_path)]
+    args += ["--ef-search", "120", "--", "--runner=DirectRunner"]
+    result = towerline_here(*args)
+    assert result.code == 0, str(result)
     meta = json.loads(result.stdout.strip().splitlines()[-1])
     assert meta["hnsw"]["ef_search"] == 120 and meta["model_version"] == "v1"
-    result = runner.invoke(app, ["rollback", "--indexes", str(tmp_path)])
-    assert result.exit_code == 1 and "cannot roll back" in result.output
-    result = runner.invoke(
-        app, ["index", "--corpus", str(tmp_path), "--registry", "x", "--out", "y"]
+    result = towerline_here("index", "rollback", "--indexes", str(tmp_path))
+    assert_user_error(result, 1, "cannot roll back")
+    result = towerline_here(
+        "batch", "index", "--corpus", str(tmp_path), "--registry", "x", "--indexes", "y"
     )
-    assert result.exit_code == 1 and "not a corpus snapshot" in result.output
+    assert_user_error(result, 2, "not a corpus snapshot")

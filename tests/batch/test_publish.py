@@ -12,16 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from batch.publish import PublishError, publish
 from model.artifacts import TwoTower, save_model
 from model.config import ModelConfig
 from schemas.arrow import USER_HISTORY_STATE
-from towerline.ann import SERVING, HnswIndex, new_staging, publish_index, read_pointer
-from towerline.cli_batch_index import publish_cmd
-from towerline.featurestore import apply_repo, open_store, write_online
+from tests.cli.cli_kit import assert_user_error, towerline_here
+from towerline.core.ann import SERVING, HnswIndex, new_staging, publish_index, read_pointer
+from towerline.core.featurestore import apply_repo, open_store, write_online
 
 DAY = dt.date(2025, 6, 30)
 NOW = dt.datetime(2025, 7, 1, 2, tzinfo=dt.UTC)
@@ -129,11 +127,6 @@ def test_publish_refuses_an_index_of_another_item_tower(env: dict, tmp_path: Pat
 
 def test_cli_publish_refusal(env: dict, tmp_path: Path) -> None:
     build_index(tmp_path, env["registry"], "v2")
-    app = typer.Typer()
-    app.command("publish")(publish_cmd)
-    app.command("noop")(lambda: None)  # two commands: the command name is then required
     args = ["publish", "--version", "v2", "--registry", str(env["registry"])]
     args += ["--indexes", str(tmp_path), "--lake", str(env["lake"]), "--no-online-check"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 1
-    assert "error: no user_history_state rows for model_version 'v2'" in result.output
+    assert_user_error(towerline_here(*args), 1, "no user_history_state rows for model_version 'v2'")

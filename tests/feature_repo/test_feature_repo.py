@@ -1,11 +1,10 @@
-"""The Feast repository and towerline.featurestore against real SQLite and real Redis.
+"""The Feast repository and towerline.core.featurestore against real SQLite and real Redis.
 
 Every test works in tmp_path with its own project name; the Redis tests delete their
 keys afterwards and fail (not skip) when Redis on 127.0.0.1:6379 is not there.
 """
 
 import datetime as dt
-import os
 import shutil
 import subprocess
 import sys
@@ -18,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
+from batch.profiles import load_profiles
 from schemas.arrow import PIN_PROFILE, USER_PROFILE
-from towerline.featurestore import (
+from towerline.core.featurestore import (
     REPO_DIR,
     FeatureStoreError,
     apply_repo,
-    load_profiles,
     open_store,
     read_online,
     redis_connection_string,
@@ -230,11 +229,9 @@ def test_feast_cli_apply_in_a_fresh_copy(tmp_path: Path, lake: Path) -> None:
     repo = tmp_path / "checkout" / "feature_repo"
     shutil.copytree(REPO_DIR, repo, ignore=shutil.ignore_patterns("data", "__pycache__"))
     feast_bin = Path(sys.executable).parent / "feast"
-    env = {**os.environ, "TOWERLINE_LAKE": str(lake)}
     done = subprocess.run(
         [str(feast_bin), "-c", "feature_repo", "apply"],
         cwd=repo.parent,
-        env=env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -243,6 +240,7 @@ def test_feast_cli_apply_in_a_fresh_copy(tmp_path: Path, lake: Path) -> None:
     assert (repo / "data" / "registry.db").is_file() and (repo / "data" / "online.db").is_file()
     store = open_store(repo, online="sqlite", project="towerline")
     assert {v.name for v in store.list_feature_views()} == VIEWS
-    assert store.get_feature_view("user_profile").batch_source.path == str(lake / "users")
+    # The plain `feast` CLI sees the declarations' default lake, <repo>/data/lake.
+    assert store.get_feature_view("user_profile").batch_source.path == "../data/lake/users"
     redis_yaml = feast.repo_config.load_repo_config(repo, repo / "feature_store.redis.yaml")
     assert redis_yaml.online_store.type == "redis"

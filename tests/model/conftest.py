@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.arrow import ENGAGEMENT, OFFSITE_CONVERSION, PIN_PROFILE, USER_PROFILE
-from schemas.enums import AGE_BUCKETS, CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS, GENDERS
+from towerline.core.contracts import AGE_BUCKETS, CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS, GENDERS
 
 END = dt.date(2025, 6, 30)
 DAY_MS = 86_400_000

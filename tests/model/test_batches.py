@@ -13,7 +13,7 @@ from model.config import ModelConfig
 from model.evaluate import evaluate_targets
 from model.lake_io import load_lake
 from model.protocol import popularity_scores
-from model.tables import PAD_INTEREST
+from towerline.core.contracts import PAD_INTEREST
 
 
 @pytest.fixture(scope="module")

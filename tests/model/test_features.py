@@ -7,7 +7,8 @@ from model.features import (
     realtime_sequence,
     sequence_events,
 )
-from model.tables import PAD_INTEREST, UNKNOWN_INTEREST, EventLog, PinTable, encode_demographics
+from model.tables import EventLog, PinTable, encode_demographics
+from towerline.core.contracts import PAD_INTEREST, UNKNOWN_INTEREST
 
 
 def _log(rows):

@@ -3,7 +3,7 @@ import json
 import typer
 from typer.testing import CliRunner
 
-from towerline.cli_model import evaluate_cmd, train_cmd
+from towerline.cli.model import evaluate_cmd, train_cmd
 
 
 def _app() -> typer.Typer:

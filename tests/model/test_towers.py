@@ -1,7 +1,6 @@
 import torch
 
 from model.config import ModelConfig
-from model.tables import PAD_INTEREST, UNKNOWN_INTEREST
 from model.towers import (
     ContextLayer,
     ItemTower,
@@ -10,6 +9,7 @@ from model.towers import (
     hash_buckets,
     interest_rows,
 )
+from towerline.core.contracts import PAD_INTEREST, UNKNOWN_INTEREST
 
 CFG = ModelConfig(
     pin_buckets=64, interest_vocab=12, dim=16, d_model=16, heads=2, layers=1, ff=32,

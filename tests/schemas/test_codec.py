@@ -6,9 +6,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.codec import AvroCodec
-from schemas.enums import AGE_BUCKETS, CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS, GENDERS
 from schemas.errors import SchemaError
 from schemas.registry import SchemaRegistry, canonical, load_avsc
+from towerline.core.contracts import AGE_BUCKETS, CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS, GENDERS
 
 UTC = dt.UTC
 ids = st.integers(min_value=0, max_value=2**63 - 1)

@@ -10,7 +10,7 @@ import redis
 from stream_kit import NAMESPACE, REDIS_URL
 
 from streams.config import WorkerConfig
-from towerline.featurestore import apply_repo, open_store
+from towerline.core.featurestore import apply_repo, open_store
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """SIGKILL a worker process mid-stream, restart it: the online state is exactly the reference.
 
-The killed worker is a real process (``python -m towerline.cli_stream``); the restarted one
+The killed worker is a real process (``python -m towerline.cli.stream``); the restarted one
 runs in this process, in the same group, which saves a second interpreter start.
 """
 
@@ -16,8 +16,8 @@ from stream_kit import NAMESPACE, REDIS_URL, assert_online_matches, make_events,
 
 from schemas.codec import AvroCodec
 from streams.runner import run_worker_in_thread
-from streams.state import open_state_store
-from towerline.featurestore import REPO_DIR
+from streams.stores import open_state_store
+from towerline.core.featurestore import REPO_DIR
 
 pytestmark = [pytest.mark.kafka, pytest.mark.redis]
 N, SEQ_LEN, HALF_LIFE_S = 12_000, 8, 6 * 3600.0
@@ -25,7 +25,7 @@ N, SEQ_LEN, HALF_LIFE_S = 12_000, 8, 6 * 3600.0
 
 def spawn(tmp_path: Path, name: str, bootstrap: str, topic: str, project: str) -> subprocess.Popen:
     args = [
-        sys.executable, "-m", "towerline.cli_stream", "--group", "crash",
+        sys.executable, "-m", "towerline.cli.stream", "--group", "crash",
         "--bootstrap-servers", bootstrap, "--topic", topic, "--online", "redis",
         "--redis-url", REDIS_URL, "--project", project, "--data-dir", str(tmp_path / "feast"),
         "--repo", str(REPO_DIR), "--seq-len", str(SEQ_LEN), "--half-life", "6h",

@@ -8,10 +8,10 @@ from hypothesis import strategies as st
 from stream_kit import ACTIONS, Ev, reference
 
 from streams import decay, sequence
-from streams.batch import OffsetMove, build_update
 from streams.events import Event
 from streams.redis_rows import decode_user, encode_user
 from streams.sequence import Entry
+from streams.update import OffsetMove, build_update
 
 H = 86_400_000.0
 

@@ -7,11 +7,12 @@ import feast
 import pytest
 
 from streams import decay
-from streams.batch import BatchUpdate, OffsetMove
 from streams.feast_layout import layout_of, pin_values, user_values
 from streams.sequence import Entry
-from streams.state import NO_OFFSET, Conflict, open_state_store
+from streams.state import NO_OFFSET, Conflict
 from streams.store_redis import RedisStateStore
+from streams.stores import open_state_store
+from streams.update import BatchUpdate, OffsetMove
 
 H = 3_600_000.0
 T = 1_760_000_000_123

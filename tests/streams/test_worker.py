@@ -18,7 +18,7 @@ from stream_kit import (
 from schemas.codec import AvroCodec
 from streams.deadletter import read_headers
 from streams.runner import run_worker_in_thread
-from streams.state import open_state_store
+from streams.stores import open_state_store
 
 pytestmark = pytest.mark.kafka
 SEQ_LEN, HALF_LIFE_S = 8, 6 * 3600.0

@@ -27,8 +27,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from schemas.arrow import OFFSITE_CONVERSION, PIN_PROFILE, TS, USER_PROFILE
-from schemas.enums import MAX_INTERESTS_PER_PIN
 from schemas.lake import table_dir
+from towerline.core.contracts import MAX_INTERESTS_PER_PIN
+from towerline.core.errors import InputError
 from towerline.importers import Malformed, read_delimited
 
 GENRES: tuple[str, ...] = (
@@ -57,7 +58,7 @@ LAYOUTS = {
 }
 
 
-class MovieLensError(ValueError):
+class MovieLensError(InputError):
     """The directory is not a MovieLens download this importer understands."""
 
 

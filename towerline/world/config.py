@@ -8,7 +8,8 @@ import math
 import numbers
 from typing import Any
 
-from schemas.enums import CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS
+from towerline.core.contracts import CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS
+from towerline.core.errors import InputError
 
 # Above this the per-chunk (users x interests) Gumbel matrices stop fitting comfortably.
 MAX_INTERESTS = 1024
@@ -77,8 +78,8 @@ class WorldConfig:
         return out
 
 
-def _fail(field: str, value: object, rule: str) -> ValueError:
-    return ValueError(f"WorldConfig.{field} {rule}, got {value!r}")
+def _fail(field: str, value: object, rule: str) -> InputError:
+    return InputError(f"WorldConfig.{field} {rule}, got {value!r}")
 
 
 def _int(cfg: WorldConfig, field: str, lo: int, hi: int | None = None) -> None:

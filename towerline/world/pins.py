@@ -14,7 +14,7 @@ import numpy as np
 from towerline.world.config import WorldConfig
 from towerline.world.sample import gumbel_top, softmax, splitmix64
 
-PIN_SLOTS = 3  # schemas.enums.MAX_INTERESTS_PER_PIN
+PIN_SLOTS = 3  # towerline.core.contracts.MAX_INTERESTS_PER_PIN
 
 
 @dataclasses.dataclass(frozen=True)

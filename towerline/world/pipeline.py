@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from schemas.arrow import ENGAGEMENT, OFFSITE_CONVERSION, USER_PROFILE
-from schemas.enums import CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS
 from schemas.lake import partition_dir, table_dir
+from towerline.core.contracts import CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS
 from towerline.world import sample as S
 from towerline.world import write as W
 from towerline.world.config import WorldConfig, validate

@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from schemas.enums import AGE_BUCKETS, GENDERS
+from towerline.core.contracts import AGE_BUCKETS, GENDERS
 from towerline.world.config import WorldConfig
 from towerline.world.sample import categorical, gumbel_top
 

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from schemas.arrow import PIN_PROFILE, TS, USER_PROFILE
+from towerline.core.files import write_text_atomic
 from towerline.world.pins import Catalog
 from towerline.world.sample import hex16
 from towerline.world.users import DEMOGRAPHICS, Population
@@ -139,9 +140,7 @@ def write_table(table: pa.Table, path: Path) -> None:
 
 def write_json(doc: dict[str, Any], path: Path) -> None:
     """``doc`` as indented JSON, written to a temp name then renamed (complete or absent)."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
 class BackgroundWriter:

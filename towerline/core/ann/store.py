@@ -12,63 +12,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any
 
-from towerline.ann.hnsw import METADATA_FILE, AnnError, read_metadata, verify_index
+from towerline.core.ann.hnsw import METADATA_FILE, AnnError, read_metadata, verify_index
+from towerline.core.files import publish_dir, write_json_atomic
 
 CURRENT, SERVING = "current", "serving.json"
-
-
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(directory: Path) -> None:
-    """fsync every file under ``directory`` and the directory itself (before a rename, so
-    a crash never leaves a published name pointing at unwritten blocks)."""
-    for path in sorted(Path(directory).rglob("*")):
-        if path.is_file():
-            with open(path, "rb") as handle:
-                os.fsync(handle.fileno())
-    fsync_dir(directory)
-
-
-def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
-    """Write ``doc`` to a temporary sibling, fsync, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    with open(tmp, "w") as handle:
-        handle.write(json.dumps(doc, indent=2, sort_keys=True))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def read_pointer(path: Path) -> dict[str, Any] | None:
     path = Path(path)
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def publish_dir(staging: Path, parent: Path, name: str) -> Path:
-    """fsync ``staging`` and rename it to ``parent/name`` (``name-2``, … if taken)."""
-    fsync_tree(staging)
-    for attempt in range(1, 100):
-        final = parent / (name if attempt == 1 else f"{name}-{attempt}")
-        if final.exists():
-            continue
-        os.rename(staging, final)  # atomic on one filesystem; fails if a racer took it
-        fsync_dir(parent)
-        return final
-    raise AnnError(f"no free directory name for {name} in {parent}")
 
 
 # --- the index store ---------------------------------------------------------------

@@ -7,18 +7,14 @@ Register in towerline/cli.py with ``app.command("train")(train_cmd)`` and
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-DEFAULT_MODEL_NAME = "two_tower"  # = model.artifacts.DEFAULT_MODEL_NAME (not imported: torch)
+from towerline.cli import options as o
 
-ModelName = Annotated[
-    str, typer.Option(help="Model name: versions live in REGISTRY/<model-name>/<version>/.")
-]
 Threads = Annotated[
     int,
     typer.Option(
@@ -31,10 +27,16 @@ Threads = Annotated[
 
 def train_cmd(
     lake: Annotated[Path, typer.Option(help="The Parquet lake to train on.")],
-    out: Annotated[Path, typer.Option(help="The model registry to write the new version to.")],
+    registry: Annotated[
+        Path,
+        typer.Option("--registry", "--out", help="The model registry to add the new version to."),
+    ],
     until: Annotated[
         str | None,
-        typer.Option(help="Last dt partition of the training window, YYYY-MM-DD; default newest."),
+        typer.Option(
+            callback=lambda v: v and o.check_day(v),
+            help="Last dt partition of the training window, YYYY-MM-DD; default newest.",
+        ),
     ] = None,
     days: Annotated[
         int | None,
@@ -82,7 +84,7 @@ def train_cmd(
     dim: Annotated[int, typer.Option(min=2, help="Embedding dimension of both towers.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and dropout.")] = 0,
     threads: Threads = 1,
-    model_name: ModelName = DEFAULT_MODEL_NAME,
+    model_name: o.ModelName = o.DEFAULT_MODEL,
     keep: Annotated[int, typer.Option(min=1, help="Versions kept; older ones are deleted.")] = 3,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with the loss.")] = True,
 ) -> None:
@@ -112,8 +114,8 @@ def train_cmd(
     }
     summary = run_train(
         lake,
-        out,
-        until=_date(until, "--until"),
+        registry,
+        until=o.parse_date(until, "--until") if until else None,
         days=days,
         holdout=holdout,
         model_name=model_name,
@@ -127,8 +129,8 @@ def train_cmd(
 
 def evaluate_cmd(
     lake: Annotated[Path, typer.Option(help="The Parquet lake (the version's window is read).")],
-    registry: Annotated[Path, typer.Option(help="The model registry.")],
-    version: Annotated[str, typer.Option(help="Model version, e.g. v3, or latest.")] = "latest",
+    registry: o.Registry,
+    version: o.Version = "latest",
     k: Annotated[
         str, typer.Option(help="Cut-offs for Recall@K and NDCG@K, comma-separated.")
     ] = "10,50",
@@ -145,7 +147,7 @@ def evaluate_cmd(
     ] = "miss",
     batch_users: Annotated[int, typer.Option(min=1, help="Users scored per batch.")] = 1024,
     threads: Threads = 1,
-    model_name: ModelName = DEFAULT_MODEL_NAME,
+    model_name: o.ModelName = o.DEFAULT_MODEL,
 ) -> None:
     """Leave-one-out full-ranking evaluation: each user's last offsite event is the
     target, ranked among all pins minus the user's history, with the subject-pin context,
@@ -181,12 +183,3 @@ def _ks(value: str) -> tuple[int, ...]:
     if not ks or min(ks) < 1:
         raise typer.BadParameter("needs at least one K >= 1", param_hint="--k")
     return ks
-
-
-def _date(value: str | None, hint: str) -> dt.date | None:
-    if value is None:
-        return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise typer.BadParameter("must be YYYY-MM-DD", param_hint=hint) from exc

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.arrow import LAKE_TABLES
-from schemas.enums import CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS
+from towerline.core.contracts import CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS
 from towerline.world import WorldConfig, generate
 
 # Tiny but structured: 3 chunks, 16 interests, enough trending pins to see their bumps.

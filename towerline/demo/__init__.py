@@ -18,12 +18,13 @@ from rich.table import Table
 
 from schemas.codec import AvroCodec
 from schemas.errors import SchemaError
+from towerline.core.errors import TowerlineError
 
 USER_FEATURES = [f"user_profile:{f}" for f in ("age_bucket", "gender", "country", "segment")]
 PIN_FEATURES = ["pin_profile:interest_ids", "pin_profile:interest_confidences"]
 
 
-class DemoError(RuntimeError):
+class DemoError(TowerlineError):
     """A demo step produced the wrong result."""
 
 
@@ -37,6 +38,8 @@ class DemoConfig:
     seed: int = 7
     bootstrap: str | None = None  # None: start the embedded dev broker
     partitions: int = 4
+    force: bool = False  # use a workdir the demo did not create
+    verbose: bool = False  # library logs live on the terminal, not only in the log file
 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
@@ -110,19 +113,20 @@ def _generate(cfg: DemoConfig, lake: Path) -> dict:
 
 
 def _open_store(cfg: DemoConfig):
-    from towerline.featurestore import open_store
+    from towerline.core.featurestore import open_store
 
     return open_store(data_dir=cfg.workdir / "feast", online="sqlite")
 
 
 def _batch(cfg: DemoConfig, lake: Path, store) -> dict:
-    from towerline.demo_batch import train_encode_index
+    from towerline.demo.chain import train_encode_index
 
     return train_encode_index(lake, cfg.workdir, cfg.end_date, store)
 
 
 def _load_profiles(store, lake: Path) -> dict:
-    from towerline.featurestore import apply_repo, load_profiles, read_online
+    from batch.profiles import load_profiles
+    from towerline.core.featurestore import apply_repo, read_online
 
     apply_repo(store, lake=lake)
     counts = load_profiles(store, lake, progress=True)

@@ -6,15 +6,15 @@ overrides callers need (online store kind, Redis address, project, a private dat
 so tests and demos never touch the checkout and parallel runs on one Redis never collide:
 Feast ends every Redis key with the project name.
 
-Environment variables are only defaults of ``open_store`` (entry points should pass values
-explicitly): ``TOWERLINE_ONLINE_STORE`` (``sqlite`` | ``redis``), ``TOWERLINE_REDIS_URL``
-(``host:port`` or ``redis://host:port/db``), ``TOWERLINE_FEAST_PROJECT``.
+Nothing here reads the environment: the entry points (``towerline.cli.options``) resolve
+``TOWERLINE_ONLINE_STORE``, ``TOWERLINE_REDIS_URL`` and ``TOWERLINE_FEAST_PROJECT`` and pass
+the values in.
 """
 
 import functools
 import importlib.util
-import os
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,34 +26,16 @@ import pyarrow as pa
 import yaml
 from feast.errors import FeastObjectNotFoundException
 from pydantic import ValidationError
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
-from schemas.lake import LakeError, read_table
+from towerline.core.errors import InputError, UnavailableError
 
-REPO_DIR = Path(__file__).resolve().parent.parent / "feature_repo"
+REPO_DIR = Path(__file__).resolve().parents[2] / "feature_repo"
 ONLINE_STORES = ("sqlite", "redis")
 DEFAULT_REDIS_URL = "127.0.0.1:6379"
-ONLINE_ENV, REDIS_URL_ENV, PROJECT_ENV = (
-    "TOWERLINE_ONLINE_STORE",
-    "TOWERLINE_REDIS_URL",
-    "TOWERLINE_FEAST_PROJECT",
-)
-# Lake table -> (feature view, its columns) written by load_profiles.
-PROFILE_TABLES = {
-    "users": ("user_profile", ["user_id", "age_bucket", "gender", "country", "segment"]),
-    "pins": ("pin_profile", ["pin_id", "interest_ids", "interest_confidences", "image_signature"]),
-}
 
 
-class FeatureStoreError(RuntimeError):
-    """The feature store cannot do what was asked (bad setting, missing input or view)."""
+class FeatureStoreError(InputError):
+    """The feature store cannot do what was asked (bad setting, missing repository or view)."""
 
 
 def open_store(
@@ -63,31 +45,34 @@ def open_store(
     redis_url: str | None = None,
     project: str | None = None,
     data_dir: Path | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> feast.FeatureStore:
     """Open the Feast store of ``repo_dir`` with its ``feature_store.yaml`` plus overrides.
 
     Args:
         repo_dir: the feature repository (declarations and ``feature_store.yaml``).
-        online: ``"sqlite"`` or ``"redis"``; default ``$TOWERLINE_ONLINE_STORE``, else the yaml
-            (SQLite at ``feature_repo/data/online.db``).
+        online: ``"sqlite"`` or ``"redis"``; default the yaml's (SQLite at
+            ``feature_repo/data/online.db``).
         redis_url: ``host:port``, a Feast connection string (``host:port,db=1,password=…``)
-            or ``redis://[user:password@]host:port[/db]``; default ``$TOWERLINE_REDIS_URL``,
-            else the yaml's, else ``127.0.0.1:6379``. Used only with the Redis store.
-        project: Feast project; default ``$TOWERLINE_FEAST_PROJECT``, else the yaml
-            (``towerline``). Redis keys end with it, so distinct projects do not collide.
+            or ``redis://[user:password@]host:port[/db]``; default the yaml's, else
+            ``127.0.0.1:6379``. Used only with the Redis store.
+        project: Feast project; default the yaml's (``towerline``). Redis keys end with it,
+            so distinct projects do not collide.
         data_dir: where the registry (``registry.db``) and the SQLite store (``online.db``)
             live instead of ``feature_repo/data``; created if missing.
+        environ: expands ``${VAR}`` in the yaml as Feast's own loader does; the entry point
+            passes its environment, library callers usually none.
 
     Nothing is connected until the store is used.
     """
     repo_dir = Path(repo_dir).resolve()
-    raw = _read_yaml(repo_dir / "feature_store.yaml")
-    raw["project"] = project or os.environ.get(PROJECT_ENV) or raw["project"]
+    raw = _read_yaml(repo_dir / "feature_store.yaml", environ or {})
+    raw["project"] = project or raw["project"]
     if data_dir is not None:
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         raw["registry"] = str(data_dir / "registry.db")
-    online = online or os.environ.get(ONLINE_ENV) or _yaml_online_type(raw)
+    online = online or _yaml_online_type(raw)
     raw["online_store"] = _online_config(raw, online, redis_url, repo_dir, data_dir)
     try:
         config = feast.RepoConfig(**raw)
@@ -97,11 +82,12 @@ def open_store(
     return feast.FeatureStore(repo_path=str(repo_dir), config=config)
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def _read_yaml(path: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     if not path.is_file():
         raise FeatureStoreError(f"no {path.name} in {path.parent}; is it a feature repository?")
     # Same substitution as Feast's own loader: ${VAR} is expanded when VAR is set.
-    return yaml.safe_load(os.path.expandvars(path.read_text()))
+    text = re.sub(r"\$\{(\w+)\}", lambda m: environ.get(m.group(1), m.group(0)), path.read_text())
+    return yaml.safe_load(text)
 
 
 def _yaml_online_type(raw: dict[str, Any]) -> str:
@@ -120,7 +106,7 @@ def _online_config(
     if base.get("type") != kind:
         base = {"type": kind}  # the yaml's settings belong to the other store
     if kind == "redis":
-        url = redis_url or os.environ.get(REDIS_URL_ENV) or base.get("connection_string")
+        url = redis_url or base.get("connection_string")
         return {**base, "connection_string": redis_connection_string(url or DEFAULT_REDIS_URL)}
     if data_dir is not None:
         return {**base, "path": str(data_dir / "online.db")}
@@ -164,11 +150,11 @@ def _declarations(path: Path) -> ModuleType:
 def apply_repo(store: feast.FeatureStore, lake: Path | str | None = None) -> list[str]:
     """Register every declared object in ``store`` (like ``feast apply``); create online tables.
 
-    ``lake`` is where the offline (FileSource) paths point; default the declarations'
-    ``$TOWERLINE_LAKE`` / ``<repo>/data/lake``. Online reads and writes do not use it.
+    ``lake`` is where the offline (FileSource) paths point; default ``<repo>/data/lake``. Online reads and writes do not use it.
     Objects removed from the declarations are not deleted (``feast apply`` does that).
     Returns the names of the feature views applied.
     """
+    check_online(store)
     module = _declarations(Path(store.repo_path).resolve() / "declarations.py")
     repo = module.REPO if lake is None else module.declare(str(Path(lake).resolve()))
     store.apply(repo.objects())
@@ -220,39 +206,6 @@ def _batches(data: pa.Table | pd.DataFrame, size: int) -> Iterator[pd.DataFrame]
             yield data.iloc[start : start + size]
 
 
-def load_profiles(store: feast.FeatureStore, lake: Path, progress: bool = True) -> dict[str, int]:
-    """Write ``user_profile`` and ``pin_profile`` from the lake's ``users/`` and ``pins/``.
-
-    Both tables are read before anything is written, so a missing one fails fast.
-    Returns rows written per view, e.g. ``{"user_profile": 1000, "pin_profile": 2000}``.
-    """
-    tables = {}
-    for lake_table, (view, columns) in PROFILE_TABLES.items():
-        try:
-            tables[view] = read_table(Path(lake), lake_table).select([*columns, "updated_ts"])
-        except LakeError as exc:
-            raise FeatureStoreError(f"cannot load {view}: {exc}") from exc
-    counts = {}
-    with _progress_bar(progress) as bar:
-        for view, table in tables.items():
-            task = bar.add_task(view, total=table.num_rows)
-            counts[view] = write_online(
-                store, view, table, on_batch=functools.partial(bar.advance, task)
-            )
-    return counts
-
-
-def _progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
-
-
 def read_online(
     store: feast.FeatureStore, features: list[str], entity_rows: list[dict[str, Any]]
 ) -> dict[str, list[Any]]:
@@ -261,3 +214,46 @@ def read_online(
     ``features`` are ``"view:feature"`` references; missing entities read as ``None``.
     """
     return store.get_online_features(features=features, entity_rows=entity_rows).to_dict()
+
+
+def online_address(store: feast.FeatureStore) -> str:
+    """Where the online store lives, for messages: ``redis host:port`` or the SQLite path."""
+    online = store.config.online_store
+    if online.type == "redis":
+        return f"redis {online.connection_string.split(',')[0]}"
+    return f"sqlite {online.path}"
+
+
+def check_online(store: feast.FeatureStore, timeout_s: float = 2.0) -> None:
+    """Fail fast, naming the address, when the online store cannot be reached.
+
+    Feast connects lazily and its Redis client retries for a long time, so a wrong
+    ``--redis-url`` would otherwise surface as a hang or a traceback far from its cause.
+    """
+    online = store.config.online_store
+    if online.type != "redis":
+        return
+    import redis
+
+    host_port, *options = online.connection_string.split(",")
+    host, _, port = host_port.rpartition(":")
+    kwargs = dict(option.split("=", 1) for option in options if "=" in option)
+    client = redis.Redis(
+        host=host or "127.0.0.1",
+        port=int(port or 6379),
+        db=int(kwargs.get("db", 0)),
+        password=kwargs.get("password"),
+        username=kwargs.get("username"),
+        ssl=kwargs.get("ssl", "false").lower() == "true",
+        socket_connect_timeout=timeout_s,
+        socket_timeout=timeout_s,
+    )
+    try:
+        client.ping()
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise UnavailableError(
+            f"cannot reach the Redis online store at {host_port}: {exc}. "
+            "Is Redis running there? Check --redis-url / TOWERLINE_REDIS_URL."
+        ) from None
+    finally:
+        client.close()

@@ -1,30 +1,18 @@
 """`towerline stream run`: the stream worker's command line (registered by towerline.cli).
 
 Only parses arguments and the environment, then calls ``streams.runner.run_worker``.
-Also runnable on its own: ``python -m towerline.cli_stream --group G ...``.
+Also runnable on its own: ``python -m towerline.cli.stream --group G ...``.
 """
 
 import logging
-import os
-import re
 import signal
 import threading
 from functools import partial
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*(ms|s|m|h|d)?\s*$")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``"90"``, ``"90s"``, ``"5m"``, ``"12h"``, ``"1d"`` or ``"250ms"``."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise typer.BadParameter(f"{text!r} is not a duration like 30s, 5m, 12h or 1d")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+from towerline.cli import options as o
 
 
 def _duration(help_text: str) -> typer.models.OptionInfo:
@@ -35,42 +23,21 @@ def stream_run_cmd(
     group: Annotated[
         str, typer.Option(help="Consumer group; workers of one group share the partitions.")
     ],
-    bootstrap: Annotated[
-        str | None,
-        typer.Option(
-            "--bootstrap-servers",
-            help="Kafka bootstrap servers (env TOWERLINE_BOOTSTRAP_SERVERS); default: the running dev broker.",
-        ),
-    ] = None,
-    run_dir: Annotated[
-        Path | None, typer.Option(help="Dev broker run directory (env TOWERLINE_RUN_DIR).")
-    ] = None,
+    bootstrap: o.Bootstrap = None,
+    run_dir: o.RunDir = None,
     topic: Annotated[str, typer.Option(help="Topic of Avro Engagement records.")] = "engagements",
     dead_letter_topic: Annotated[
         str, typer.Option(help="Where bad records go, with the reason in headers.")
     ] = "dead_letter",
-    repo: Annotated[Path, typer.Option(help="The Feast repository.")] = Path("feature_repo"),
-    online: Annotated[
-        str | None,
-        typer.Option(
-            help="Online store: sqlite or redis (env TOWERLINE_ONLINE_STORE). The state store follows it."
-        ),
-    ] = None,
-    redis_url: Annotated[
-        str | None,
-        typer.Option(help="Redis host:port (env TOWERLINE_REDIS_URL) when --online redis."),
-    ] = None,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Feast registry and SQLite store directory; default feature_repo/data."),
-    ] = None,
-    project: Annotated[
-        str | None, typer.Option(help="Feast project (env TOWERLINE_FEAST_PROJECT).")
-    ] = None,
+    repo: o.Repo = o.REPO_DEFAULT,
+    online: o.Online = None,
+    redis_url: o.RedisUrl = None,
+    data_dir: o.DataDir = None,
+    project: o.Project = None,
     seq_len: Annotated[
         int, typer.Option(min=1, help="Pins kept per user in user_realtime_seq.")
     ] = 50,
-    half_life: Annotated[str, _duration("Half-life of the decayed pin counts")] = "1d",
+    half_life: o.HalfLife = "1d",
     allowed_lateness: Annotated[
         str, _duration("Older events are dead-lettered as too_late")
     ] = "7d",
@@ -102,27 +69,20 @@ def stream_run_cmd(
     """
     from streams.config import WorkerConfig
     from streams.runner import run_worker, tune_gc
-    from towerline.featurestore import open_store
-    from towerline.kafka_config import resolve_bootstrap, run_dir_from
+    from towerline.core.featurestore import check_online
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
-    env = os.environ
-    store = open_store(
-        repo,
-        online=online or env.get("TOWERLINE_ONLINE_STORE"),
-        redis_url=redis_url or env.get("TOWERLINE_REDIS_URL"),
-        project=project or env.get("TOWERLINE_FEAST_PROJECT"),
-        data_dir=data_dir,
-    )
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)  # fmt: skip
+    store = o.feature_store(repo, online, redis_url, data_dir, project)
+    check_online(store)
     cfg = WorkerConfig(
         group_id=group,
-        bootstrap=resolve_bootstrap(bootstrap, env, run_dir_from(run_dir, env)),
+        bootstrap=o.bootstrap(bootstrap, run_dir),
         topic=topic,
         dead_letter_topic=dead_letter_topic,
         seq_len=seq_len,
-        half_life_s=parse_duration(half_life),
-        allowed_lateness_s=parse_duration(allowed_lateness),
-        future_skew_s=parse_duration(future_skew),
+        half_life_s=o.parse_duration(half_life, "--half-life"),
+        allowed_lateness_s=o.parse_duration(allowed_lateness, "--allowed-lateness"),
+        future_skew_s=o.parse_duration(future_skew, "--future-skew"),
         state_namespace=state_namespace,
         max_poll_records=max_poll_records,
         session_timeout_ms=session_timeout_ms,

@@ -1,47 +1,12 @@
-"""Where Kafka is and how towerline's clients talk to it.
+"""How towerline's Kafka clients are configured: one frozen settings object per role.
 
-``resolve_bootstrap`` decides which cluster a command uses: the ``--bootstrap-servers``
-flag, else ``$TOWERLINE_BOOTSTRAP_SERVERS``, else the dev broker recorded in the run
-directory. The settings dataclasses are frozen and turn into kafka-python keyword
-arguments, so every producer and consumer is configured in one place.
+The settings turn into kafka-python keyword arguments, so every producer and consumer is
+configured in one place. Which cluster to talk to is decided at the entry points
+(``--bootstrap-servers``, the environment, or the running dev broker) and passed in.
 """
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from towerline import devbroker
-
-ENV_BOOTSTRAP = "TOWERLINE_BOOTSTRAP_SERVERS"
-ENV_RUN_DIR = "TOWERLINE_RUN_DIR"
-DEFAULT_RUN_DIR = Path(".towerline/run")
-
-
-class BootstrapError(devbroker.BrokerError):
-    """No Kafka cluster was named and no dev broker is running."""
-
-
-def run_dir_from(cli_value: Path | None, env: Mapping[str, str]) -> Path:
-    """The run directory: the flag, else ``$TOWERLINE_RUN_DIR``, else ``.towerline/run``."""
-    if cli_value is not None:
-        return Path(cli_value)
-    return Path(env.get(ENV_RUN_DIR) or DEFAULT_RUN_DIR)
-
-
-def resolve_bootstrap(cli_value: str | None, env: Mapping[str, str], run_dir: Path) -> str:
-    """Bootstrap servers: flag, else env var, else the running dev broker in ``run_dir``."""
-    for value in (cli_value, env.get(ENV_BOOTSTRAP)):
-        if value and value.strip():
-            return value.strip()
-    info = devbroker.status(run_dir)
-    if info is not None:
-        return info.bootstrap
-    raise BootstrapError(
-        f"no Kafka bootstrap servers: no dev broker is running in {run_dir}. "
-        f"Run `towerline dev up`, or pass --bootstrap-servers host:port, "
-        f"or set {ENV_BOOTSTRAP}."
-    )
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from schemas.arrow import OFFSITE_CONVERSION, PIN_PROFILE, USER_PROFILE
-from schemas.enums import AGE_BUCKETS, CONVERSION_ACTIONS, GENDERS
 from schemas.lake import partitions, read_partition, read_table
-from towerline.cli_import import import_app
+from towerline.cli.importer import import_app
+from towerline.core.contracts import AGE_BUCKETS, CONVERSION_ACTIONS, GENDERS
 from towerline.importers.movielens import MovieLensError, import_movielens
 
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "movielens"
+FIXTURES = Path(__file__).parents[2] / "fixtures" / "movielens"
 UTC = dt.UTC
 
 

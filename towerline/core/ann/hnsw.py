@@ -17,14 +17,15 @@ from typing import Any
 import hnswlib
 import numpy as np
 
-from model.registry import sha256_file  # one sha256 for registry and index files
+from towerline.core.errors import RefusedError
+from towerline.core.files import sha256_file
 
 INDEX_FILE, METADATA_FILE = "index.bin", "metadata.json"
 METRIC = "ip"  # both towers L2-normalise, so inner product = cosine
 FORMAT = 1
 
 
-class AnnError(RuntimeError):
+class AnnError(RefusedError):
     """An index or index store does not hold what was asked for."""
 
 

@@ -1,28 +1,20 @@
 """`towerline batch encode`: parse arguments, call ``batch.encode_job.run_encode``, print.
 
-Register in towerline/cli.py (the context settings pass Beam options through)::
-
-    from towerline.cli_batch_encode import CONTEXT_SETTINGS, batch_encode_cmd
-    batch_app.command("encode", context_settings=CONTEXT_SETTINGS)(batch_encode_cmd)
-
 torch, Beam and Feast are imported inside the command so `towerline --help` stays fast.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from towerline.cli import options as o
+
 if TYPE_CHECKING:
     import feast
-
-# Everything after `--` reaches the command as extra arguments: Beam pipeline options.
-CONTEXT_SETTINGS = {"allow_extra_args": True, "ignore_unknown_options": True}
-DEFAULT_MODEL_NAME = "two_tower"  # = model.artifacts.DEFAULT_MODEL_NAME (not imported: torch)
 
 
 def batch_encode_cmd(
@@ -31,13 +23,16 @@ def batch_encode_cmd(
         Path, typer.Option(help="The Parquet lake (offsite_conversions in, states out).")
     ],
     dt_: Annotated[
-        str, typer.Option("--dt", help="DATE, YYYY-MM-DD: encode history up to this partition.")
+        str,
+        typer.Option(
+            "--dt",
+            callback=o.check_day,
+            help="DATE, YYYY-MM-DD: encode history up to this partition.",
+        ),
     ],
-    registry: Annotated[Path, typer.Option(help="The model registry.")],
-    version: Annotated[str, typer.Option(help="Model version, e.g. v3, or latest.")] = "latest",
-    model_name: Annotated[
-        str, typer.Option(help="Model name in the registry.")
-    ] = DEFAULT_MODEL_NAME,
+    registry: o.Registry,
+    version: o.Version = "latest",
+    model_name: o.ModelName = o.DEFAULT_MODEL,
     shards: Annotated[
         int, typer.Option(min=1, help="Hash shards of user_id; each is encoded in one go.")
     ] = 64,
@@ -58,17 +53,14 @@ def batch_encode_cmd(
     online: Annotated[
         str | None,
         typer.Option(
-            help="Online store: sqlite, redis or none (env TOWERLINE_ONLINE_STORE; default sqlite)."
+            envvar="TOWERLINE_ONLINE_STORE",
+            help="Online store: sqlite, redis or none (lake only); default sqlite.",
         ),
     ] = None,
-    redis_url: Annotated[
-        str | None, typer.Option(help="Redis host:port (env TOWERLINE_REDIS_URL).")
-    ] = None,
-    repo: Annotated[Path, typer.Option(help="The Feast repository.")] = Path("feature_repo"),
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(help="Where the Feast registry and SQLite store live; default the repo's."),
-    ] = None,
+    redis_url: o.RedisUrl = None,
+    repo: o.Repo = o.REPO_DEFAULT,
+    data_dir: o.DataDir = None,
+    project: o.Project = None,
     progress: Annotated[bool, typer.Option(help="Print users done and rate while running.")] = True,
 ) -> None:
     """Encode every user's last L offsite events with one model version's encoder.
@@ -87,7 +79,7 @@ def batch_encode_cmd(
 
     cfg = EncodeConfig(
         lake=lake,
-        day=_date(dt_, "--dt"),
+        day=o.parse_date(dt_),
         registry=registry,
         version=version,
         model_name=model_name,
@@ -95,39 +87,26 @@ def batch_encode_cmd(
         batch_size=batch_size,
         threads=threads,
         lookback_days=lookback_days,
-        event_time=_instant(event_time),
+        event_time=o.parse_instant(event_time, "--event-time") if event_time else None,
         progress=progress,
     )
-    store = _store(online, redis_url, repo, data_dir)
+    store = _store(online, redis_url, repo, data_dir, project)
     summary = run_encode(cfg, pipeline_args=list(ctx.args), store=store)
     typer.echo(json.dumps(summary))
 
 
-def _date(value: str, hint: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError as exc:
-        raise typer.BadParameter("must be YYYY-MM-DD", param_hint=hint) from exc
-
-
-def _instant(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise typer.BadParameter("must be ISO 8601", param_hint="--event-time") from exc
-    if parsed.tzinfo is None:
-        raise typer.BadParameter("needs a UTC offset, e.g. +00:00", param_hint="--event-time")
-    return parsed
-
-
 def _store(
-    online: str | None, redis_url: str | None, repo: Path, data_dir: Path | None
+    online: str | None,
+    redis_url: str | None,
+    repo: Path,
+    data_dir: Path | None,
+    project: str | None,
 ) -> feast.FeatureStore | None:
-    """The Feast store to write to, or None for ``--online none``."""
+    """The Feast store to write to, or None for ``--online none``; reached before encoding."""
     if online is not None and online.strip().lower() == "none":
         return None
-    from towerline.featurestore import open_store
+    from towerline.core.featurestore import check_online
 
-    return open_store(repo, online=online, redis_url=redis_url, data_dir=data_dir)
+    store = o.feature_store(repo, online, redis_url, data_dir, project)
+    check_online(store)
+    return store

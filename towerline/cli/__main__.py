@@ -1,0 +1,3 @@
+from towerline.cli.app import main
+
+main()
