@@ -35,7 +35,6 @@ from towerline.cli.stream import stream_run_cmd
 from towerline.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, TowerlineError
 
 app = typer.Typer(
-    help="towerline — streaming features and embeddings for contextual two-tower retrieval.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -78,6 +77,7 @@ def _root(
 
     Exit codes: 0 success; 1 refused or failed (a check did not pass, a service is
     unreachable, stored data does not verify); 2 bad usage or input; 130 interrupted.
+
     Put --debug before the command to see the traceback of an error.
     """
     _STATE["debug"] = debug
