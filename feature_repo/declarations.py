@@ -23,7 +23,16 @@ from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.data_format import ParquetFormat
 from feast.types import Array, Float32, Float64, Int32, Int64, String
 
-from towerline.core.contracts import ENGAGEMENT_ACTIONS, FRESHNESS_TAG, WRITTEN_BY_TAG
+from towerline.core.contracts import (
+    ENGAGEMENT_ACTIONS,
+    FRESHNESS_TAG,
+    PIN_ENGAGEMENT,
+    PIN_PROFILE,
+    USER_HISTORY_STATE,
+    USER_PROFILE,
+    USER_REALTIME_SEQ,
+    WRITTEN_BY_TAG,
+)
 
 DEFAULT_LAKE = "../data/lake"
 DAILY_FRESHNESS = timedelta(hours=26)  # daily job + 2 h of slack
@@ -90,7 +99,7 @@ def _push_source(lake: str, view: str, what: str) -> PushSource:
 
 def _history_state_fv(lake: str) -> FeatureView:
     return FeatureView(
-        name="user_history_state",
+        name=USER_HISTORY_STATE,
         entities=[user, model_version],
         ttl=DAILY_FRESHNESS,
         schema=[
@@ -119,7 +128,7 @@ def _history_state_fv(lake: str) -> FeatureView:
 
 def _user_profile_fv(lake: str) -> FeatureView:
     return FeatureView(
-        name="user_profile",
+        name=USER_PROFILE,
         entities=[user],
         # Profiles are snapshots that rarely change: a short ttl would drop old users from
         # point-in-time joins, so the ttl is long and the freshness target is on the tag.
@@ -142,7 +151,7 @@ def _user_profile_fv(lake: str) -> FeatureView:
 
 def _pin_profile_fv(lake: str) -> FeatureView:
     return FeatureView(
-        name="pin_profile",
+        name=PIN_PROFILE,
         entities=[pin],
         ttl=timedelta(days=365),  # snapshot, see user_profile
         schema=[
@@ -172,7 +181,7 @@ def _pin_profile_fv(lake: str) -> FeatureView:
 
 def _realtime_seq_fv(push_source: PushSource) -> FeatureView:
     return FeatureView(
-        name="user_realtime_seq",
+        name=USER_REALTIME_SEQ,
         entities=[user],
         ttl=timedelta(days=7),  # older than a week is not "real-time" context any more
         schema=[
@@ -218,7 +227,7 @@ def _pin_engagement_fv(push_source: PushSource) -> FeatureView:
         description="Time the counts are valid at (ms since epoch, UTC); decay forward on read.",
     )
     return FeatureView(
-        name="pin_engagement",
+        name=PIN_ENGAGEMENT,
         entities=[pin],
         ttl=timedelta(days=90),  # the corpus window: older engagement has decayed away
         schema=[*decayed, last],
@@ -230,8 +239,8 @@ def _pin_engagement_fv(push_source: PushSource) -> FeatureView:
 
 def declare(lake: str) -> FeatureRepo:
     """All sources and views with the offline sources under ``lake`` (path or URI)."""
-    seq_push = _push_source(lake, "user_realtime_seq", "Real-time user sequences.")
-    engagement_push = _push_source(lake, "pin_engagement", "Decayed pin engagement counts.")
+    seq_push = _push_source(lake, USER_REALTIME_SEQ, "Real-time user sequences.")
+    engagement_push = _push_source(lake, PIN_ENGAGEMENT, "Decayed pin engagement counts.")
     return FeatureRepo(
         user_realtime_seq_push_source=seq_push,
         pin_engagement_push_source=engagement_push,

@@ -59,10 +59,12 @@ def parse_duration(text: str, option: str = "duration") -> float:
 
 
 def parse_date(text: str, option: str = "--dt") -> dt.date:
-    """A calendar day written ``YYYY-MM-DD``."""
+    """A calendar day written ``YYYY-MM-DD``: the lake's own ``dt=`` parser, for options."""
+    from schemas.lake import LakeError, parse_dt
+
     try:
-        return dt.date.fromisoformat(text)
-    except (TypeError, ValueError):
+        return parse_dt(text)
+    except LakeError:
         raise typer.BadParameter(f"{text!r} is not a date YYYY-MM-DD", param_hint=option) from None
 
 
