@@ -31,6 +31,7 @@ from typing import Any
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from apache_beam.io.parquetio import ReadFromParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -38,10 +39,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from batch.corpus import CORPUS_FILE, resolve_snapshot
 from model.artifacts import load_config, load_item_tower
 from model.registry import verify_version
-from towerline.core.ann import HnswIndex, HnswParams, new_staging, publish_index, read_metadata
-from towerline.core.contracts import DEFAULT_MODEL_NAME
+from towerline.core.ann import (
+    METADATA_FILE,
+    HnswIndex,
+    HnswParams,
+    new_staging,
+    publish_index,
+    read_metadata,
+)
+from towerline.core.ann.interests import INTERESTS_FILE, PinInterests
+from towerline.core.contracts import DEFAULT_MODEL_NAME, PAD_INTEREST
 from towerline.core.errors import InputError
-from towerline.core.slots import interest_slots
+from towerline.core.files import sha256_file, write_json_atomic
+from towerline.core.slots import interest_slots, pad_slots
 
 ITEM_COLUMNS = ["pin_id", "interest_ids", "interest_confidences"]
 EF_LADDER = (100, 150, 200, 300, 500, 800)  # query beams tried, cheapest first
@@ -219,6 +229,21 @@ def version_facts(
     return facts, cfg.dim
 
 
+def save_pin_interests(corpus_file: Path, staging: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Write the indexed pins' interests beside the index (serving's interest and diversity
+    rules read them, never the lake) and record their sha256 in ``metadata.json``."""
+    table = pq.read_table(corpus_file, columns=["pin_id", "interest_ids"])
+    interests = pad_slots(table["interest_ids"], PAD_INTEREST, np.int64)
+    path = PinInterests.build(table["pin_id"].to_numpy(), interests).save(staging)
+    meta = {
+        **meta,
+        "sha256": {**meta["sha256"], "pin_interests": sha256_file(path)},
+        "pin_interests_file": INTERESTS_FILE,
+    }
+    write_json_atomic(staging / METADATA_FILE, meta)
+    return meta
+
+
 def run_index(
     corpus: Path,
     registry: Path,
@@ -250,6 +275,7 @@ def run_index(
         meta = read_metadata(staging)
         if meta["dim"] != dim:
             raise IndexJobError(f"embeddings have dim {meta['dim']}, the model says {dim}")
+        meta = save_pin_interests(snapshot / CORPUS_FILE, staging, meta)
         final = publish_index(staging, out, model_name, keep, now)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; left by a failure

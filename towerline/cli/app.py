@@ -31,6 +31,7 @@ from towerline.cli.batch_index import (
 )
 from towerline.cli.importer import import_app
 from towerline.cli.model import evaluate_cmd, train_cmd
+from towerline.cli.serve import serve_cmd
 from towerline.cli.stream import stream_run_cmd
 from towerline.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, TowerlineError
 
@@ -62,6 +63,7 @@ batch_app.command("index", context_settings=o.BEAM_CONTEXT)(batch_index_cmd)
 index_app.command("rollback")(index_rollback_cmd)
 app.command("publish")(publish_cmd)
 stream_app.command("run")(stream_run_cmd)
+app.command("serve")(serve_cmd)
 
 console = Console(stderr=True)
 _STATE = {"debug": False}

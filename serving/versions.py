@@ -1,0 +1,146 @@
+"""What a serving process serves: the index ``serving.json`` names, verified, with the
+online tower and the learned empty state of that same model version.
+
+A ``Served`` is immutable: a request holds the one it started with, so a swap never changes
+the version under a request in flight. Loading refuses (``ServingError``) anything that
+does not verify, and the caller keeps serving what it had.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.artifacts import load_config, load_encoder, load_online
+from model.config import ModelConfig
+from model.registry import verify_version
+from model.towers import OnlineTower
+from towerline.core.ann import SERVING, AnnError, HnswIndex, model_root, read_pointer
+from towerline.core.ann.interests import INTERESTS_FILE, PinInterests
+from towerline.core.errors import RefusedError, TowerlineError
+from towerline.core.files import sha256_file
+
+
+class ServingError(RefusedError):
+    """A published version cannot be served; the message says which check failed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tower:
+    """The online part of one version's user tower, in eval mode."""
+
+    model_version: str
+    cfg: ModelConfig
+    online: OnlineTower
+    empty_state: torch.Tensor  # (d_model,) the learned state of a user with no history
+
+
+@dataclasses.dataclass(frozen=True)
+class Served:
+    """One verified index and the tower of its version."""
+
+    model_name: str
+    model_version: str
+    index_dir: str
+    built_at: str
+    corpus_snapshot: str
+    published_at: str
+    index: HnswIndex
+    tower: Tower
+    pins: PinInterests | None  # None: an index built before pin interests were saved
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.model_version, self.index_dir
+
+
+class TowerCache:
+    """Online towers of the last ``keep`` versions used (loading one takes ~100 ms)."""
+
+    def __init__(self, registry: Path, model_name: str, keep: int = 3) -> None:
+        self.registry, self.model_name, self.keep = Path(registry), model_name, keep
+        self._towers: collections.OrderedDict[str, Tower] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, version: str) -> Tower:
+        with self._lock:
+            if version in self._towers:
+                self._towers.move_to_end(version)
+                return self._towers[version]
+        tower = self._load(version)
+        with self._lock:
+            self._towers[version] = tower
+            while len(self._towers) > self.keep:
+                self._towers.popitem(last=False)
+        return tower
+
+    def versions(self) -> list[str]:
+        with self._lock:
+            return list(self._towers)
+
+    def _load(self, version: str) -> Tower:
+        _, cfg = load_config(self.registry, version, self.model_name)
+        online = load_online(self.registry, version, self.model_name)
+        empty = load_encoder(self.registry, version, self.model_name).empty.detach().clone()
+        return Tower(version, cfg, online, empty)
+
+
+def read_serving(indexes: Path, model_name: str) -> dict[str, Any] | None:
+    """The ``serving.json`` document, or None when nothing was published yet."""
+    return read_pointer(model_root(indexes, model_name) / SERVING)
+
+
+def load_served(
+    indexes: Path, registry: Path, model_name: str, pointer: dict[str, Any], towers: TowerCache
+) -> Served:
+    """Verify and load what ``pointer`` (a ``serving.json``) names; ``ServingError`` if not."""
+    version, dir_name = pointer.get("model_version"), pointer.get("dir")
+    if pointer.get("model_name") != model_name or not version or not dir_name:
+        raise ServingError(f"serving.json does not name a {model_name!r} index: {pointer}")
+    directory = model_root(indexes, model_name) / str(dir_name)
+    try:
+        index = HnswIndex.load(directory, verify=True)
+    except (AnnError, OSError, ValueError, RuntimeError) as exc:
+        raise ServingError(f"index {directory} does not load: {exc}") from None
+    meta = index.metadata
+    _check(meta.get("model_version") == version, f"{directory} holds {meta.get('model_version')}, not {version}")  # fmt: skip
+    _check(meta["sha256"].get("index") == pointer.get("index_sha256"), f"{directory}/index.bin is not the file serving.json published")  # fmt: skip
+    files = _registry_files(registry, model_name, version)
+    _check(files.get("item_tower.pt") == meta["sha256"].get("item_tower"), f"{directory} was built from another item tower than {model_name} {version}")  # fmt: skip
+    return Served(
+        model_name=model_name,
+        model_version=version,
+        index_dir=str(dir_name),
+        built_at=str(meta.get("built_at")),
+        corpus_snapshot=str(meta.get("corpus_snapshot")),
+        published_at=str(pointer.get("published_at")),
+        index=index,
+        tower=towers.get(version),
+        pins=_pins(directory, meta),
+    )
+
+
+def _registry_files(registry: Path, model_name: str, version: str) -> dict[str, str]:
+    try:
+        return verify_version(Path(registry), model_name, version)["files"]
+    except (TowerlineError, OSError, ValueError) as exc:
+        raise ServingError(f"{model_name} {version} does not verify in {registry}: {exc}") from None
+
+
+def _pins(directory: Path, meta: dict[str, Any]) -> PinInterests | None:
+    expected = meta["sha256"].get("pin_interests")
+    if expected is None:
+        return None
+    path = directory / INTERESTS_FILE
+    _check(path.is_file() and sha256_file(path) == expected, f"{path} does not match its sha256")
+    return PinInterests.load(directory)
+
+
+def _check(ok: bool, problem: str) -> None:
+    if not ok:
+        raise ServingError(problem)
