@@ -2,7 +2,9 @@
 
 One batch runs at a time on one worker thread (the torch forward and the index query
 use that thread; the event loop keeps accepting requests meanwhile), so requests that
-arrive while a batch runs form the next batch without waiting for the window.
+arrive while a batch runs form the next batch without waiting for the window. The window
+itself is only waited for when the recent arrival rate says another request is likely to
+come within it: at low rates a lone request never pays the window.
 """
 
 from __future__ import annotations
@@ -31,12 +33,18 @@ class MicroBatcher(Generic[T, R]):
         self._executor, self._on_batch = executor, on_batch
         self._queue: asyncio.Queue[tuple[T, asyncio.Future[R]]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._gap_s = 1.0  # smoothed time between arrivals
+        self._last_arrival = 0.0
 
     async def submit(self, item: T) -> R:
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._loop())
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._gap_s = 0.9 * self._gap_s + 0.1 * min(now - self._last_arrival, 1.0)
+        self._last_arrival = now
+        future: asyncio.Future[R] = loop.create_future()
         await self._queue.put((item, future))
         return await future
 
@@ -50,7 +58,8 @@ class MicroBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
-            await self._gather(batch, loop.time() + self._window)
+            wait = self._window if self._gap_s < self._window else 0.0
+            await self._gather(batch, loop.time() + wait)
             items = [item for item, _ in batch]
             self._on_batch(len(items))
             try:
