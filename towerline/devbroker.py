@@ -196,7 +196,10 @@ def _spawn(run_dir: Path, binary: str, port: int | None, timeout_s: float) -> Br
 
 
 def _wait_ready(proc: subprocess.Popen, info: BrokerInfo, timeout_s: float) -> None:
-    """Poll until the broker answers a metadata request, or fail with its log."""
+    """Poll until the broker answers a metadata request, or fail with its log.
+
+    A plain TCP connect is polled first: kafka-python logs an ERROR for every refused
+    connection, and a starting broker refuses a few."""
     deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
@@ -206,6 +209,9 @@ def _wait_ready(proc: subprocess.Popen, info: BrokerInfo, timeout_s: float) -> N
             raise BrokerError(
                 f"broker did not answer on {info.bootstrap} in {timeout_s}s{_log(info)}"
             )
+        if not _accepts(info.host, info.port, min(left, 0.25)):
+            time.sleep(0.05)
+            continue
         try:
             with _admin(info.bootstrap, min(left, 0.25)) as admin:
                 admin.list_topics()
@@ -215,6 +221,15 @@ def _wait_ready(proc: subprocess.Popen, info: BrokerInfo, timeout_s: float) -> N
         # Something answered; it is ours only if our process is still alive.
         if proc.poll() is None:
             return
+
+
+def _accepts(host: str, port: int, timeout_s: float) -> bool:
+    """True when something accepts a TCP connection on ``host:port``."""
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ that survives the producer's retries reaches the future's errback, never the flo
 """
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
+from schemas.arrow import LAKE_TABLES
 from schemas.codec import AvroCodec
 from schemas.errors import SchemaError
-from schemas.lake import read_partition
-from towerline.core.errors import TowerlineError
+from schemas.lake import partition_dir, read_partition
+from towerline.core.errors import InputError, TowerlineError
 from towerline.core.kafka import ProducerSettings
 
 # Lake table -> Avro subject of its rows. The topic defaults to the table name.
@@ -34,6 +37,10 @@ REPLAY_PRODUCER = ProducerSettings(client_id="towerline-replay")
 
 class ReplayError(TowerlineError):
     """The replay cannot start (unknown table, broker unreachable)."""
+
+
+class PartitionError(ReplayError, InputError):
+    """The partition's files do not hold the table's columns or types (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -106,13 +113,23 @@ class _Deliveries:
     def fail(self, exc: BaseException) -> None:
         with self.lock:
             self.failed += 1
-            kind = self.kinds.setdefault(type(exc).__name__, [0, str(exc)])
+            kind = self.kinds.setdefault(type(exc).__name__, [0, _reason(exc)])
             kind[0] += 1
 
     def reasons(self) -> tuple[str, ...]:
         """``"<Error> x<count>: <first message>"`` per kind of failure."""
         with self.lock:
             return tuple(f"{name} x{n}: {first}" for name, (n, first) in self.kinds.items())
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in words: kafka-python's errors often say only their own name
+    (``[Error 7] RequestTimedOutError``) and keep the explanation in ``description``."""
+    text = str(exc).strip()
+    if text and not text.endswith(type(exc).__name__):
+        return text
+    detail = getattr(exc, "description", None) or (exc.__cause__ and str(exc.__cause__))
+    return f"{text}: {detail}" if detail else text or repr(exc)
 
 
 def replay_partition(
@@ -128,25 +145,36 @@ def replay_partition(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     settings: ProducerSettings = REPLAY_PRODUCER,
+    restamp: bool = False,
+    wall_clock: Callable[[], float] = time.time,
 ) -> ReplayResult:
     """Send lake partition ``table/dt=<dt>`` to ``topic`` (default: ``table``), oldest first.
 
-    ``rate`` caps records per second. Returns counts; ``failed`` counts rows that did not
-    encode and sends the broker never acknowledged.
+    ``rate`` caps records per second. ``restamp`` replays a past day as if it happened
+    now: each record's ``event_ts`` becomes the ``wall_clock`` time it is sent (never
+    earlier than the record before, so event-time order is kept), and event-time freshness
+    downstream measures the pipeline rather than the age of the data. The result's
+    ``first_event_ts``/``last_event_ts`` are the lake's times either way.
+
+    Returns counts; ``failed`` counts rows that did not encode and sends the broker never
+    acknowledged, and ``errors`` says why, one line per kind of failure. A partition whose
+    files lack a column or hold one of the wrong type is a ``PartitionError``.
     """
     if table not in SUBJECTS:
         raise ReplayError(f"cannot replay table {table!r}; replayable: {sorted(SUBJECTS)}")
     started = clock()
     topic = topic or table
-    rows = read_partition(Path(lake), table, dt).sort_by([("event_ts", "ascending")])
+    rows = _read_rows(Path(lake), table, dt)
     bucket = TokenBucket(rate, clock=clock, sleep=sleep) if rate else None
     deliveries = _Deliveries()
     codec = codec or AvroCodec()
+    before = _before_send(bucket, _Restamper(wall_clock) if restamp else None)
     producer = _producer(bootstrap, settings)
     try:
         with _Progress(rows.num_rows, topic, enabled=progress) as bar:
             for batch in rows.to_batches(max_chunksize=BATCH_ROWS):
-                _send_batch(producer, topic, batch, SUBJECTS[table], codec, bucket, deliveries)
+                records = _encoded(batch, SUBJECTS[table], codec, deliveries, before)
+                _send_batch(producer, topic, records, deliveries)
                 bar.advance(batch.num_rows)
             # No timeout: delivery_timeout_ms bounds every batch, which then fails through
             # its errback, so after flush() each record was acknowledged or counted.
@@ -161,26 +189,85 @@ def replay_partition(
     return result
 
 
+def _read_rows(lake: Path, table: str, dt: str) -> pa.Table:
+    """The partition sorted by event time; files that do not fit the table are refused
+    here, naming the file, rather than as one encode failure per row."""
+    schema = LAKE_TABLES[table]
+    part = partition_dir(lake, table, dt)
+    for path in sorted(part.glob("*.parquet")) if part.is_dir() else ():
+        missing = [n for n in schema.names if n not in pq.read_schema(path).names]
+        if missing:
+            raise PartitionError(
+                f"{path} has no column {', '.join(missing)}; a {table} partition needs "
+                f"{', '.join(schema.names)}"
+            )
+    try:
+        rows = read_partition(lake, table, dt)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+        raise PartitionError(f"{part} does not match the {table} schema: {exc}") from exc
+    return rows.sort_by([("event_ts", "ascending")])
+
+
+def _before_send(
+    bucket: TokenBucket | None, stamp: Callable[[dict[str, Any]], None] | None
+) -> Callable[[dict[str, Any]], None] | None:
+    """Per record, just before it is encoded and sent: wait for the rate, then restamp,
+    so a restamped event time is the moment the record leaves, not when it was queued."""
+    if bucket is None and stamp is None:
+        return None
+
+    def before(record: dict[str, Any]) -> None:
+        if bucket is not None:
+            bucket.acquire()
+        if stamp is not None:
+            stamp(record)
+
+    return before
+
+
+class _Restamper:
+    """Event times of a replayed past day -> the wall-clock time of sending, in order."""
+
+    def __init__(self, wall_clock: Callable[[], float]) -> None:
+        self._wall_clock = wall_clock
+        self._last_ms = 0
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        # max(): the wall clock may step back (NTP); event-time order must not.
+        self._last_ms = max(self._last_ms, int(self._wall_clock() * 1000))
+        record["event_ts"] = self._last_ms
+
+
 def _producer(bootstrap: str, settings: ProducerSettings) -> KafkaProducer:
+    _check_reachable(bootstrap)
     try:
         return KafkaProducer(**settings.kwargs(bootstrap))
     except KafkaError as exc:
         raise ReplayError(f"cannot reach Kafka at {bootstrap}: {exc}") from exc
 
 
+def _check_reachable(bootstrap: str, timeout_s: float = 5.0) -> None:
+    """Fail with one line when no bootstrap server accepts a TCP connection, before
+    kafka-python logs an ERROR per reconnect attempt for seconds."""
+    reasons = []
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+            return
+        except (OSError, ValueError) as exc:
+            reasons.append(f"{server.strip()}: {getattr(exc, 'strerror', None) or exc}")
+    raise ReplayError(f"cannot reach Kafka at {bootstrap} ({'; '.join(reasons)})")
+
+
 def _send_batch(
     producer: KafkaProducer,
     topic: str,
-    batch: pa.RecordBatch,
-    subject: str,
-    codec: AvroCodec,
-    bucket: TokenBucket | None,
+    records: Iterator[tuple[bytes, bytes]],
     deliveries: _Deliveries,
 ) -> None:
-    """Encode and send one record batch; failures are counted, never raised."""
-    for key, value in _encoded(batch, subject, codec, deliveries):
-        if bucket is not None:
-            bucket.acquire()
+    """Send encoded (key, value) records; failures are counted, never raised."""
+    for key, value in records:
         try:
             future = producer.send(topic, value=value, key=key)
         except KafkaError as exc:  # e.g. metadata for the topic never arrived
@@ -192,13 +279,22 @@ def _send_batch(
 
 
 def _encoded(
-    batch: pa.RecordBatch, subject: str, codec: AvroCodec, deliveries: _Deliveries
+    batch: pa.RecordBatch,
+    subject: str,
+    codec: AvroCodec,
+    deliveries: _Deliveries,
+    before: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[tuple[bytes, bytes]]:
-    """(key, Avro value) per row; a row that does not encode is counted as failed."""
+    """(key, Avro value) per row; a row that does not encode is counted as failed.
+
+    A generator: ``before(record)`` runs as each record is about to be sent, not
+    batch-wise ahead (see ``_before_send``)."""
     columns = _columns(batch)
     names = list(columns)
     for values in zip(*columns.values(), strict=True):
         record = dict(zip(names, values, strict=True))
+        if before is not None:
+            before(record)
         try:
             value = codec.encode(subject, record)
         except SchemaError as exc:

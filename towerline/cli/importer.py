@@ -1,6 +1,6 @@
 """`towerline import …`: public data sets into the Parquet lake. Parses arguments only.
 
-Registered by towerline/cli.py as ``app.add_typer(import_app, name="import")``.
+Registered by towerline/cli/app.py as ``app.add_typer(import_app, name="import")``.
 """
 
 import json
@@ -48,16 +48,14 @@ def import_movielens_cmd(
     Genres become interests: the first 3 in GroupLens genre order, each with
     confidence 1/number of genres of the movie.
 
-    Malformed lines are skipped and printed as FILE:LINE: reason on stderr.
-    Prints a JSON summary last.
+    Malformed lines are skipped and printed as FILE:LINE: reason on stderr; a ratings file
+    without one valid line is refused (exit 2). The lake changes only when the whole import
+    succeeds. Prints a JSON summary last.
     """
-    from towerline.importers.movielens import MovieLensError, import_movielens
+    from towerline.importers.movielens import import_movielens
 
-    try:
-        summary = import_movielens(dir, out, overwrite=overwrite)
-    except MovieLensError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+    # A MovieLensError (exit 2) reaches the CLI's one error handler: one `error:` line.
+    summary = import_movielens(dir, out, overwrite=overwrite)
     for bad in summary.malformed[:SHOWN_MALFORMED]:
         typer.echo(f"malformed: {bad}", err=True)
     if len(summary.malformed) > SHOWN_MALFORMED:

@@ -1,24 +1,24 @@
 """`towerline demo`: the whole path on embedded defaults, small enough for a laptop.
 
-world → Parquet lake → Feast apply + profiles → dev broker → replay one day of
-engagements → consume them back with a consumer group → summary table.
+world → Parquet lake → Feast apply + profiles → train, encode, corpus, index, publish →
+dev broker → replay one day of engagements through a stream worker → consume them back →
+summary table. The terminal shows the steps and the results; library logs go to
+``WORKDIR/towerline.log`` (and to the terminal too with ``verbose``).
 """
 
 import contextlib
 import dataclasses
 import datetime as dt
-import shutil
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from schemas.codec import AvroCodec
-from schemas.errors import SchemaError
 from towerline.core.errors import TowerlineError
+from towerline.demo.logs import LOG_NAME, library_logs
+from towerline.demo.summary import epoch_line, summary_table
+from towerline.demo.workdir import claim_workdir
 
 USER_FEATURES = [f"user_profile:{f}" for f in ("age_bucket", "gender", "country", "segment")]
 PIN_FEATURES = ["pin_profile:interest_ids", "pin_profile:interest_confidences"]
@@ -38,15 +38,36 @@ class DemoConfig:
     seed: int = 7
     bootstrap: str | None = None  # None: start the embedded dev broker
     partitions: int = 4
-    force: bool = False  # use a workdir the demo did not create
+    force: bool = False  # use a non-empty workdir the demo did not create
     verbose: bool = False  # library logs live on the terminal, not only in the log file
 
 
 def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
-    """Run every step, print a summary and return it (tests read the dict)."""
-    console = console or Console()
+    """Run every step, print a summary and return it (tests read the dict).
+
+    Refuses (``RefusedError``) a non-empty workdir the demo did not create, unless
+    ``cfg.force``: each run replaces the previous run's outputs there."""
+    workdir = claim_workdir(cfg.workdir, force=cfg.force)
+    log_path = workdir / LOG_NAME
+    with library_logs(log_path, verbose=cfg.verbose) as terminal:
+        console = console or Console(file=terminal)
+        console.print(f"library logs: [bold]{log_path}[/bold]", highlight=False)
+        summary = _run_steps(cfg, console)
+        _check(summary)
+        console.print_json(data={"index_metadata": summary["batch"]["index"]})
+        console.print(
+            f"\nLook next: the lake under [bold]{workdir / 'lake'}[/bold] (world.json holds "
+            f"the planted truth), the Feast registry and online store under "
+            f"[bold]{workdir / 'feast'}[/bold], library logs in [bold]{log_path}[/bold], "
+            "and `towerline --help` for every command.",
+            highlight=False,
+        )
+    summary["log"] = str(log_path)
+    return summary
+
+
+def _run_steps(cfg: DemoConfig, console: Console) -> dict:
     lake, started = cfg.workdir / "lake", time.monotonic()
-    _clear_previous_run(cfg.workdir)
     summary: dict = {}
     with _step(console, "generate the synthetic world"):
         summary["world"] = _generate(cfg, lake)
@@ -55,31 +76,24 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
         summary["profiles"] = _load_profiles(store, lake)
     with _step(console, "train, encode, build corpus and index, publish"):
         summary["batch"] = _batch(cfg, lake, store)
+        for row in summary["batch"]["epochs"]:
+            console.print(epoch_line(row), highlight=False)
     with (
         _broker(cfg, console) as bootstrap,
         _step(console, "replay one day of engagements through a stream worker"),
     ):
-        summary["replay"] = _replay_and_consume(cfg, lake, bootstrap, store)
+        summary["replay"] = _replay(cfg, lake, bootstrap, store)
     summary["seconds"] = round(time.monotonic() - started, 1)
-    console.print(_summary_table(summary))
+    console.print(summary_table(summary))
+    return summary
+
+
+def _check(summary: dict) -> None:
     replay = summary["replay"]
     if not replay["stream"]["caught_up"]:
         raise DemoError(f"the stream worker did not catch up: {replay['stream']}")
     if replay["failed"] or replay["consumed"] != replay["sent"] or replay["undecodable"]:
         raise DemoError(f"replay lost or mangled records: {replay}")
-    console.print_json(data={"index_metadata": summary["batch"]["index"]})
-    console.print(
-        f"\nLook next: the lake under [bold]{lake}[/bold] (world.json holds the planted truth), "
-        f"the Feast registry and online store under [bold]{cfg.workdir / 'feast'}[/bold], "
-        "and `towerline --help` for every command."
-    )
-    return summary
-
-
-def _clear_previous_run(workdir: Path) -> None:
-    """The demo owns its workdir: a second `make demo` starts from a clean slate."""
-    for name in ("lake", "feast", "registry", "indexes", "corpus"):
-        shutil.rmtree(workdir / name, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -109,7 +123,7 @@ def _generate(cfg: DemoConfig, lake: Path) -> dict:
     world = WorldConfig(
         users=cfg.users, pins=cfg.pins, days=cfg.days, seed=cfg.seed, end_date=cfg.end_date
     )
-    return generate(world, lake, progress=True)
+    return generate(world, lake, progress=False)
 
 
 def _open_store(cfg: DemoConfig):
@@ -129,7 +143,7 @@ def _load_profiles(store, lake: Path) -> dict:
     from towerline.core.featurestore import apply_repo, read_online
 
     apply_repo(store, lake=lake)
-    counts = load_profiles(store, lake, progress=True)
+    counts = load_profiles(store, lake, progress=False)
     user = read_online(store, USER_FEATURES, [{"user_id": 1}])
     pin = read_online(store, PIN_FEATURES, [{"pin_id": 1}])
     return {
@@ -139,116 +153,7 @@ def _load_profiles(store, lake: Path) -> dict:
     }
 
 
-def _replay_and_consume(cfg: DemoConfig, lake: Path, bootstrap: str, store) -> dict:
-    from streams.config import WorkerConfig
-    from streams.runner import run_worker_in_thread
-    from towerline.replay import replay_partition
+def _replay(cfg: DemoConfig, lake: Path, bootstrap: str, store) -> dict:
+    from towerline.demo.stream import replay_and_consume
 
-    day = cfg.end_date.isoformat()
-    worker_cfg = WorkerConfig(
-        group_id="towerline-demo",
-        bootstrap=bootstrap,
-        state_namespace=f"towerline:demo:{time.time_ns()}",
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-    )
-    with run_worker_in_thread(worker_cfg, store) as worker:
-        result = replay_partition(lake, day, bootstrap, table="engagements", progress=True)
-        caught_up = worker.wait_applied(result.sent, timeout_s=120)
-        stream = {
-            "caught_up": caught_up,
-            "applied": worker.stats.applied,
-            "dead_lettered": worker.stats.dead_lettered,
-            "pipeline_latency_ms": worker.pipeline_latency_ms(),
-            "freshness_ms": worker.freshness_ms(),
-        }
-    actions, bad = _consume_back(bootstrap, result.topic, expected=result.sent)
-    return {
-        "stream": stream,
-        "dt": day,
-        "sent": result.sent,
-        "failed": result.failed,
-        "send_seconds": round(result.seconds, 2),
-        "consumed": sum(actions.values()),
-        "undecodable": bad,
-        "by_action": dict(actions),
-    }
-
-
-def _consume_back(bootstrap: str, topic: str, expected: int, timeout_s: float = 60) -> tuple:
-    """Read the topic from the start with a fresh consumer group until `expected` arrive."""
-    from kafka import KafkaConsumer
-
-    codec, actions, bad = AvroCodec(), Counter(), 0
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"towerline-demo-{time.time_ns()}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
-    )
-    deadline = time.monotonic() + timeout_s
-    try:
-        while sum(actions.values()) + bad < expected and time.monotonic() < deadline:
-            for records in consumer.poll(timeout_ms=500).values():
-                for message in records:
-                    try:
-                        actions[codec.decode(message.value)[1]["action"]] += 1
-                    except SchemaError:
-                        bad += 1
-        consumer.commit()
-    finally:
-        consumer.close()
-    return actions, bad
-
-
-def _summary_table(summary: dict) -> Table:
-    world, replay = summary["world"], summary["replay"]
-    table = Table(title="towerline demo", show_header=True)
-    table.add_column("step")
-    table.add_column("result", justify="right")
-    table.add_row("users / pins", f"{world['users']:,} / {world['pins']:,}")
-    table.add_row(
-        "offsite events / engagements",
-        f"{world['offsite_events']:,} / {world['engagement_events']:,}",
-    )
-    profiles = summary["profiles"]
-    for view, rows in profiles["rows"].items():
-        table.add_row(f"online rows: {view}", f"{rows:,}")
-    table.add_row("online read user 1", " ".join(str(v) for v in profiles["user_1"].values()))
-    pin = profiles["pin_1"]
-    interests = ", ".join(
-        f"{i}:{c:.2f}"
-        for i, c in zip(pin["interest_ids"], pin["interest_confidences"], strict=True)
-    )
-    table.add_row("online read pin 1 interests", interests)
-    table.add_row(
-        f"engagements sent ({replay['dt']})", f"{replay['sent']:,} in {replay['send_seconds']}s"
-    )
-    table.add_row(
-        "consumed back / undecodable", f"{replay['consumed']:,} / {replay['undecodable']}"
-    )
-    for action, n in sorted(replay["by_action"].items()):
-        table.add_row(f"  {action}", f"{n:,}")
-    batch = summary["batch"]
-    index = batch["index"]
-    table.add_row("model version (train s)", f"{batch['version']} ({batch['train_seconds']}s)")
-    table.add_row("history states encoded", f"{batch['encoded_users']:,}")
-    table.add_row("corpus snapshot", f"{batch['corpus']['snapshot_id']}")
-    table.add_row("index", f"{index['num_items']:,} items, dim {index['dim']}, {index['metric']}")
-    table.add_row("serving version", f"{batch['serving']['model_version']}")
-    stream = replay["stream"]
-    table.add_row(
-        "stream worker applied / dead-lettered",
-        f"{stream['applied']:,} / {stream['dead_lettered']}",
-    )
-    table.add_row("pipeline latency p50 / p99 ms", _pct(stream["pipeline_latency_ms"]))
-    table.add_row("event-time freshness p50 / p99 ms", _pct(stream["freshness_ms"]))
-    table.add_row("total time", f"{summary['seconds']}s")
-    return table
-
-
-def _pct(values: dict) -> str:
-    return " / ".join("-" if values.get(q) is None else f"{values[q]:,.0f}" for q in ("p50", "p99"))
+    return replay_and_consume(lake, cfg.end_date.isoformat(), bootstrap, store)

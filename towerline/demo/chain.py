@@ -23,7 +23,9 @@ def train_encode_index(
     from model.jobs import run_train
 
     registry, indexes = workdir / "registry", workdir / "indexes"
-    trained = run_train(lake, registry, until=day, tcfg=TrainConfig(epochs=epochs))
+    # No live bars: the demo prints one line per epoch from the history instead.
+    tcfg = TrainConfig(epochs=epochs, progress=False)
+    trained = run_train(lake, registry, until=day, tcfg=tcfg)
     version = trained["model_version"]
     encoded = run_encode(
         EncodeConfig(lake=lake, day=day, registry=registry, version=version, progress=False),
@@ -37,6 +39,10 @@ def train_encode_index(
     return {
         "version": version,
         "train_seconds": trained["train_seconds"],
+        "epochs": [
+            {"epoch": row["epoch"], "loss": row["loss"], "seconds": row["seconds"]}
+            for row in trained["history"]
+        ],
         "encoded_users": encoded.get("rows", encoded.get("users")),
         "corpus": corpus,
         "index": index,

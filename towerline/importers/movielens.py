@@ -15,8 +15,10 @@ or movie…) are skipped and reported with file and line number.
 
 import datetime as dt
 import hashlib
+import os
 import shutil
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from schemas.arrow import OFFSITE_CONVERSION, PIN_PROFILE, TS, USER_PROFILE
 from schemas.lake import table_dir
 from towerline.core.contracts import MAX_INTERESTS_PER_PIN
 from towerline.core.errors import InputError
+from towerline.core.files import fsync_dir, fsync_tree
 from towerline.importers import Malformed, read_delimited
 
 GENRES: tuple[str, ...] = (
@@ -239,40 +242,102 @@ class ImportSummary:
 WRITTEN_TABLES = ("offsite_conversions", "pins", "users")
 
 
-def write_lake(ml: MovieLens, lake: Path, *, overwrite: bool = False) -> pa.Table:
-    """Write offsite_conversions, pins and users; returns the conversions written.
-
-    A lake that already holds one of those tables is refused unless ``overwrite``, which
-    removes exactly those table directories first (a MovieLens lake mixed with another world
-    would be meaningless)."""
+def check_target(lake: Path, *, overwrite: bool) -> list[str]:
+    """The tables of ``WRITTEN_TABLES`` that ``lake`` already holds; refused unless
+    ``overwrite`` (a MovieLens lake mixed with another world would be meaningless)."""
+    if lake.exists() and not lake.is_dir():
+        raise MovieLensError(f"{lake} is a file, not a lake directory")
     existing = [t for t in WRITTEN_TABLES if table_dir(lake, t).exists()]
     if existing and not overwrite:
         raise MovieLensError(f"{lake} already holds {existing}; pass overwrite to replace them")
-    for table in existing:
-        shutil.rmtree(table_dir(lake, table))
+    return existing
+
+
+def check_ratings(root: Path, ml: MovieLens) -> None:
+    """An import without a single rating would swap in empty tables: refuse it instead."""
+    if len(ml.ratings):
+        return
+    path = Path(root) / LAYOUTS[ml.layout]["ratings"][0]
+    bad = [m for m in ml.malformed if m.file == path.name]
+    if not bad:
+        raise MovieLensError(f"{path} holds no ratings; nothing was imported")
+    raise MovieLensError(
+        f"{path}: none of its {len(bad):,} rating lines is valid (first: {bad[0]}); "
+        "nothing was imported"
+    )
+
+
+def write_lake(ml: MovieLens, lake: Path, *, overwrite: bool = False) -> pa.Table:
+    """Write offsite_conversions, pins and users; returns the conversions written.
+
+    The tables are written into a staging directory inside ``lake`` (same filesystem) and
+    then renamed into place, so a failed write leaves the lake as it was; ``overwrite``
+    replaces exactly those three table directories (see ``check_target``)."""
+    check_target(lake, overwrite=overwrite)
+    lake.mkdir(parents=True, exist_ok=True)
+    staging = lake / f".movielens-staging-{uuid.uuid4().hex[:12]}"
+    try:
+        events = _write_tables(ml, staging)
+        fsync_tree(staging)
+        swap_in(staging, lake, WRITTEN_TABLES)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return events
+
+
+def _write_tables(ml: MovieLens, root: Path) -> pa.Table:
     # Profiles are stamped with the last rating time, not the wall clock: imports are repeatable.
     last = int(ml.rating_ts.max()) if len(ml.rating_ts) else 0
     updated = dt.datetime.fromtimestamp(last, dt.UTC)
     events = conversions_table(ml)
     ds.write_dataset(
         events,
-        table_dir(lake, "offsite_conversions"),
+        table_dir(root, "offsite_conversions"),
         format="parquet",
         partitioning=ds.partitioning(pa.schema([("dt", pa.string())]), flavor="hive"),
         basename_template="movielens-{i}.parquet",
-        existing_data_behavior="delete_matching",
+        existing_data_behavior="error",  # a fresh staging directory: nothing to overwrite
         use_threads=False,  # keeps rows in event-time order inside each file
     )
     for name, table in (("pins", pins_table(ml, updated)), ("users", users_table(ml, updated))):
-        table_dir(lake, name).mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, table_dir(lake, name) / "movielens.parquet")
+        table_dir(root, name).mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, table_dir(root, name) / "movielens.parquet")
     return events
 
 
+def swap_in(staging: Path, lake: Path, tables: tuple[str, ...]) -> None:
+    """Rename ``staging/<table>`` onto ``lake/<table>`` for each table, keeping the old
+    ones aside until every new one is in place; on any failure the old ones come back."""
+    aside = staging / ".replaced"
+    aside.mkdir()
+    moved: list[str] = []  # old tables set aside
+    placed: list[str] = []  # new tables renamed in
+    try:
+        for table in tables:
+            if table_dir(lake, table).exists():
+                os.rename(table_dir(lake, table), aside / table)
+                moved.append(table)
+        for table in tables:
+            os.rename(table_dir(staging, table), table_dir(lake, table))
+            placed.append(table)
+    except BaseException:
+        for table in placed:
+            shutil.rmtree(table_dir(lake, table), ignore_errors=True)
+        for table in moved:
+            os.rename(aside / table, table_dir(lake, table))
+        raise
+    fsync_dir(lake)
+
+
 def import_movielens(root: Path, lake: Path, *, overwrite: bool = False) -> ImportSummary:
-    """Parse the download in ``root`` and write it into ``lake`` (see ``write_lake``)."""
+    """Parse and validate the download in ``root``, then write it into ``lake``.
+
+    Nothing in ``lake`` changes unless the download holds at least one valid rating and
+    every table was written (see ``write_lake``)."""
     start = time.perf_counter()
+    check_target(Path(lake), overwrite=overwrite)  # fail fast, before parsing 1M ratings
     ml = read_movielens(root)
+    check_ratings(root, ml)
     events = write_lake(ml, Path(lake), overwrite=overwrite)
     days = events["dt"].combine_chunks().dictionary.to_pylist()
     return ImportSummary(

@@ -22,6 +22,7 @@ from towerline.world import write as W
 from towerline.world.config import WorldConfig, validate
 from towerline.world.events import DayEvents, sample_engagements, sample_offsite
 from towerline.world.pins import Catalog, Pools, build_pools, sample_catalog
+from towerline.world.staging import check_out, staged_dir
 from towerline.world.users import Population, sample_effects, sample_population
 from towerline.world.worlddoc import world_doc
 
@@ -42,23 +43,24 @@ ENGAGEMENTS = _EventKind("engagements", ENGAGEMENT, "e-", ENGAGEMENT_ACTIONS)
 
 
 def generate(cfg: WorldConfig, out_dir: Path, progress: bool = True) -> dict[str, Any]:
-    """Generate the world of ``cfg`` into ``out_dir`` (created; must be empty if it exists).
+    """Generate the world of ``cfg`` into ``out_dir`` (absent, or an empty directory).
 
     Returns ``{"users", "pins", "days", "offsite_events", "engagement_events", "seconds",
-    "out"}``. world.json is written last, so its presence marks a complete world.
+    "out"}``. The world is written into a hidden staging sibling and renamed onto
+    ``out_dir`` only when complete, so a failed or interrupted run (Ctrl-C) leaves nothing
+    at ``out_dir`` for a later job to mistake for a world.
     """
     if not isinstance(cfg, WorldConfig):
         raise TypeError(f"cfg must be a WorldConfig, got {type(cfg).__name__}")
     validate(cfg)
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"out_dir {out} exists and is not an empty directory")
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out)
     start = time.perf_counter()
-    with _progress_bar(progress) as bar:
-        doc = _generate(cfg, out, bar)
+    with staged_dir(out) as staging:
+        with _progress_bar(progress) as bar:
+            doc = _generate(cfg, staging, bar)
+        W.write_json(doc, staging / "world.json")
     seconds = round(time.perf_counter() - start, 3)
-    W.write_json(doc, out / "world.json")
     return {
         "users": cfg.users,
         "pins": cfg.pins,

@@ -12,6 +12,7 @@ from schemas.arrow import OFFSITE_CONVERSION, PIN_PROFILE, USER_PROFILE
 from schemas.lake import partitions, read_partition, read_table
 from towerline.cli.importer import import_app
 from towerline.core.contracts import AGE_BUCKETS, CONVERSION_ACTIONS, GENDERS
+from towerline.importers import movielens
 from towerline.importers.movielens import MovieLensError, import_movielens
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "movielens"
@@ -148,3 +149,57 @@ def test_cli(tmp_path: Path) -> None:
     strict = CliRunner().invoke(import_app, [*args, "--overwrite", "--strict"])
     assert strict.exit_code == 1
     assert "--out" in CliRunner().invoke(import_app, ["movielens", "--help"]).output
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _with_ratings(tmp_path: Path, text: str) -> Path:
+    src = tmp_path / "src"
+    shutil.copytree(FIXTURES / "ml-100k", src)
+    (src / "u.data").write_text(text, encoding="latin-1")
+    return src
+
+
+@pytest.mark.parametrize(
+    ("ratings", "needle"),
+    [("", "holds no ratings"), ("", "u.data"),
+     ("x\t1\t5\t1\n1\t1\t9\t1\n1\t2\n", "none of its 3 rating lines is valid")],
+)  # fmt: skip
+def test_no_valid_rating_is_refused_and_the_lake_kept(tmp_path, ratings, needle) -> None:
+    lake = tmp_path / "lake"
+    import_movielens(FIXTURES / "ml-1m", lake)
+    before = _snapshot(lake)
+    with pytest.raises(MovieLensError, match=needle) as err:
+        import_movielens(_with_ratings(tmp_path, ratings), lake, overwrite=True)
+    assert err.value.exit_code == 2
+    assert _snapshot(lake) == before
+    assert sorted(p.name for p in lake.iterdir()) == ["offsite_conversions", "pins", "users"]
+
+
+def test_a_failed_swap_puts_the_old_tables_back(tmp_path, monkeypatch) -> None:
+    """The third table fails to move in: the two already swapped are rolled back."""
+    lake = tmp_path / "lake"
+    import_movielens(FIXTURES / "ml-1m", lake)
+    before = _snapshot(lake)
+    real_rename, renames = movielens.os.rename, []
+
+    def flaky_rename(src, dst):
+        renames.append(dst)
+        if Path(dst) == lake / "users" and ".replaced" not in str(src):  # the new one only
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(movielens.os, "rename", flaky_rename)
+    with pytest.raises(OSError, match="No space"):
+        import_movielens(FIXTURES / "ml-100k", lake, overwrite=True)
+    assert lake / "users" in [Path(d) for d in renames]
+    assert _snapshot(lake) == before
+    assert sorted(p.name for p in lake.iterdir()) == ["offsite_conversions", "pins", "users"]
+
+
+def test_a_file_is_no_lake(tmp_path: Path) -> None:
+    (tmp_path / "lake").write_text("")
+    with pytest.raises(MovieLensError, match="is a file"):
+        import_movielens(FIXTURES / "ml-100k", tmp_path / "lake")

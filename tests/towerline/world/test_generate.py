@@ -15,7 +15,8 @@ import pytest
 
 from schemas.arrow import LAKE_TABLES
 from towerline.core.contracts import CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS
-from towerline.world import WorldConfig, generate
+from towerline.core.errors import InputError
+from towerline.world import WorldConfig, generate, pipeline
 
 # Tiny but structured: 3 chunks, 16 interests, enough trending pins to see their bumps.
 CFG = WorldConfig(
@@ -236,5 +237,33 @@ def test_bad_config_names_the_field(field: str, value: object) -> None:
 
 def test_refuses_a_non_empty_out_dir(tmp_path: Path) -> None:
     (tmp_path / "stale.parquet").write_bytes(b"")
-    with pytest.raises(FileExistsError, match="not an empty directory"):
+    with pytest.raises(InputError, match="not an empty directory"):
         generate(dataclasses.replace(CFG, users=10), tmp_path, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stale.parquet"]
+
+
+def test_an_empty_out_dir_is_filled(tmp_path: Path) -> None:
+    out = tmp_path / "empty"
+    out.mkdir()
+    generate(dataclasses.replace(CFG, users=10, days=2), out, progress=False)
+    assert (out / "world.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["empty"], "no staging dir left behind"
+
+
+def test_a_failed_run_leaves_nothing_at_out(tmp_path: Path, monkeypatch) -> None:
+    """A failure after some days were written leaves neither out nor a staging dir."""
+    real = pipeline._chunk
+    calls = []
+
+    def fail_on_second_chunk(run, chunk, user_ids):
+        calls.append(chunk)
+        if chunk == 1:
+            run.writer.drain()  # the first chunk's day files are on disk by now
+            raise KeyboardInterrupt
+        return real(run, chunk, user_ids)
+
+    monkeypatch.setattr(pipeline, "_chunk", fail_on_second_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        generate(CFG, tmp_path / "w", progress=False)
+    assert calls == [0, 1]
+    assert list(tmp_path.iterdir()) == []
