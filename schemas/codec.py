@@ -3,7 +3,10 @@
 ``AvroCodec.encode`` validates before writing; ``decode`` resolves the writer schema
 named by the id against the reader's schema (Avro schema evolution), then applies
 the domain rules of ``schemas.validate``. Every failure is a ``SchemaError`` naming
-the schema, the field and the reason, so a consumer can send it to a dead-letter topic.
+the schema, the field and the reason, so a consumer can send it to a dead-letter topic:
+``<wire>`` for the framing, ``<schema>`` for a schema id that is unknown or of another
+subject (or a writer schema that does not resolve), ``<body>`` for a body that does not
+decode or is followed by bytes the schema does not account for.
 """
 
 import io
@@ -50,22 +53,36 @@ class AvroCodec:
     def decode(self, data: bytes, expected_subject: str | None = None) -> tuple[str, dict]:
         """(subject, record) of one framed message."""
         schema_id = read_schema_id(data)
-        subject, writer = self.registry.by_id(schema_id)
+        subject, writer = self._writer(schema_id)
         if expected_subject and subject != expected_subject:
             raise SchemaError(
                 expected_subject,
-                "<wire>",
+                "<schema>",
                 f"schema id {schema_id} is {subject}, not {expected_subject}",
             )
         reader = self._readers.get(subject) or self.registry.latest(subject)[1]
+        body = io.BytesIO(data[_HEADER.size :])
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(data[5:]), writer, reader)
+            record = fastavro.schemaless_reader(body, writer, reader)
         except (EOFError, ValueError, TypeError, IndexError, UnicodeDecodeError) as exc:
             raise SchemaError(subject, "<body>", f"undecodable body: {exc!r}") from exc
         except fastavro.read.SchemaResolutionError as exc:
             raise SchemaError(subject, "<schema>", f"cannot resolve writer schema: {exc}") from exc
+        # fastavro stops where the writer schema ends: bytes after that mean the body is
+        # not what its schema id says (a mislabelled or concatenated message), so the
+        # decoded fields cannot be trusted either.
+        extra = len(data) - _HEADER.size - body.tell()
+        if extra:
+            raise SchemaError(subject, "<body>", f"{extra} trailing bytes after the record")
         check_domain(subject, record)
         return subject, record
+
+    def _writer(self, schema_id: int) -> tuple[str, Any]:
+        """(subject, writer schema) of ``schema_id``; an unknown id is a schema problem."""
+        try:
+            return self.registry.by_id(schema_id)
+        except SchemaError as exc:
+            raise SchemaError(exc.schema, "<schema>", exc.reason) from None
 
 
 def read_schema_id(data: bytes) -> int:

@@ -33,6 +33,9 @@ class WorkerConfig:
     # kafka-python checks each record batch's CRC32C in pure Python unless the `crc32c`
     # wheel is installed: ~14% of the worker's CPU here. Off only if the path is trusted.
     check_crcs: bool = True
+    # How long a client waits for the first broker to answer before the worker gives up
+    # (kafka-python's default, 30 s, is long for a mistyped address).
+    bootstrap_timeout_ms: int = 10_000
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
     auto_offset_reset: str = "earliest"

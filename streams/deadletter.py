@@ -1,8 +1,10 @@
 """Send rejected records to the dead-letter topic, and know that they arrived.
 
-The value is the original bytes, the key the original key; the reason and the origin
-(topic, partition, offset) travel in headers, so a consumer of the dead-letter topic can
-replay or inspect a record without a second schema. ``send`` waits for every
+The value is the original bytes, the key the original key, the headers the original
+headers followed by ``dlq.*`` ones with the reason and the origin (topic, partition,
+offset), so a consumer of the dead-letter topic can replay or inspect a record without a
+second schema. A record dead-lettered twice keeps both sets of ``dlq.*`` headers;
+``read_headers`` returns the last (newest) value of each. ``send`` waits for every
 acknowledgement: the worker advances its applied offset past a bad record only once the
 record is safely in the dead-letter topic (never dropped silently).
 """
@@ -24,7 +26,10 @@ class DeadLetterError(TowerlineError):
 
 
 def headers(rejected: Rejected, worker: str) -> list[tuple[str, bytes]]:
-    """Kafka headers describing why and where from."""
+    """The record's own headers, then ``dlq.*`` headers describing why and where from.
+
+    kafka-python sends only bytes header values: a null one (legal on the wire) goes as b"".
+    """
     fields = {
         "code": rejected.code,
         "reason": rejected.reason,
@@ -33,15 +38,17 @@ def headers(rejected: Rejected, worker: str) -> list[tuple[str, bytes]]:
         "offset": str(rejected.offset),
         "worker": worker,
     }
-    return [(HEADER_PREFIX + name, value.encode()) for name, value in fields.items()]
+    ours = [(HEADER_PREFIX + name, value.encode()) for name, value in fields.items()]
+    theirs = [(name, b"" if value is None else value) for name, value in rejected.headers]
+    return theirs + ours
 
 
 def read_headers(record_headers: Sequence[tuple[str, bytes]]) -> dict[str, str]:
-    """Inverse of ``headers``: ``{"code": ..., "reason": ..., "offset": ...}``."""
+    """The ``dlq.*`` headers: ``{"code": ..., "reason": ..., "offset": ...}``, last one wins."""
     return {
-        name[len(HEADER_PREFIX) :]: value.decode()
+        name[len(HEADER_PREFIX) :]: value.decode(errors="replace")
         for name, value in record_headers
-        if name.startswith(HEADER_PREFIX)
+        if name.startswith(HEADER_PREFIX) and value is not None
     }
 
 
@@ -56,7 +63,7 @@ class DeadLetters:
         try:
             futures = [
                 self.producer.send(
-                    self.topic, key=r.key, value=r.value, headers=headers(r, self.worker)
+                    self.topic, key=r.key, value=_value(r), headers=headers(r, self.worker)
                 )
                 for r in rejected
             ]
@@ -68,3 +75,11 @@ class DeadLetters:
 
     def close(self) -> None:
         self.producer.close(timeout=5)
+
+
+def _value(rejected: Rejected) -> bytes | None:
+    # A record with neither key nor value is legal on the wire, but kafka-python refuses
+    # to send one: it goes with an empty value rather than stopping the worker.
+    if rejected.key is None and rejected.value is None:
+        return b""
+    return rejected.value

@@ -20,8 +20,10 @@ _MS = dt.timedelta(milliseconds=1)
 
 # Dead-letter reason codes (the `reason` label of the metrics; bounded on purpose).
 WIRE, BODY, SCHEMA, FIELD = "wire", "body", "schema", "field"
+KEY_MISMATCH = "key_mismatch"
 TOO_LATE, TOO_FAR_FUTURE = "too_late", "too_far_future"
-REASON_CODES = (WIRE, BODY, SCHEMA, FIELD, TOO_LATE, TOO_FAR_FUTURE)
+REASON_CODES = (WIRE, BODY, SCHEMA, FIELD, KEY_MISMATCH, TOO_LATE, TOO_FAR_FUTURE)
+_KEY_SHOWN = 40  # bytes of a mismatching key quoted in the reason (keys are untrusted)
 # What fastavro or datetime arithmetic may still raise on hostile bytes the codec let through.
 _UNDECODABLE = (ValueError, TypeError, KeyError, IndexError, OverflowError, EOFError)
 
@@ -41,7 +43,7 @@ class Event(NamedTuple):
 
 @dataclass(frozen=True)
 class Rejected:
-    """A record that goes to the dead-letter topic: the original bytes and why."""
+    """A record that goes to the dead-letter topic: the original bytes and headers, and why."""
 
     code: str
     reason: str
@@ -50,6 +52,7 @@ class Rejected:
     offset: int
     key: bytes | None
     value: bytes | None
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 def to_ms(ts: dt.datetime) -> int:
@@ -74,6 +77,23 @@ def decode(codec: AvroCodec, record: Any) -> Event:
             timestamp if timestamp is not None else -1,
         ),
     )
+
+
+def key_problem(key: bytes | None, user_id: int) -> str | None:
+    """Why the Kafka key is not ``user_id`` in decimal ASCII, if it is not.
+
+    Producers key by user so that one user's events land on one partition, which one
+    worker owns: it caches that user's sequence and writes it whole. A record keyed
+    otherwise may sit on another worker's partition, and applying it there would race
+    the owner's writes, so it is dead-lettered instead.
+    """
+    expected = str(user_id).encode()
+    if key == expected:
+        return None
+    if key is None:
+        return f"record has no key; expected {expected!r} (the user_id)"
+    shown = repr(key[:_KEY_SHOWN]) + ("..." if len(key) > _KEY_SHOWN else "")
+    return f"key {shown} is not the user_id {expected!r}"
 
 
 def schema_code(exc: SchemaError) -> str:
@@ -119,6 +139,10 @@ def classify(
         except _UNDECODABLE as exc:  # untrusted bytes must never stop the worker
             rejected.append(_reject(record, BODY, f"{SUBJECT}.<body>: {exc!r}"))
             continue
+        wrong_key = key_problem(record.key, event.user_id)
+        if wrong_key is not None:
+            rejected.append(_reject(record, KEY_MISMATCH, wrong_key))
+            continue
         problem = event_time_problem(event.ts_ms, now_ms, allowed_lateness_ms, future_skew_ms)
         if problem is not None:
             rejected.append(_reject(record, *problem))
@@ -129,5 +153,6 @@ def classify(
 
 def _reject(record: Any, code: str, reason: str) -> Rejected:
     return Rejected(
-        code, reason, record.topic, record.partition, record.offset, record.key, record.value
-    )
+        code, reason, record.topic, record.partition, record.offset, record.key, record.value,
+        tuple(getattr(record, "headers", None) or ()),
+    )  # fmt: skip

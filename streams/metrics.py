@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from streams.events import REASON_CODES
+from towerline.core.errors import InputError
 
 PREFIX = "towerline_stream"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
@@ -159,6 +160,9 @@ class StreamMetrics:
             self.dead_lettered.inc(0, code)
         self.conflicts = counter(f"{PREFIX}_commit_conflicts", "Batches dropped: a partition's applied offset moved under us.")  # fmt: skip
         self.errors = counter(f"{PREFIX}_batch_errors", "Batches that failed and will be retried, by error type.", ["error"])  # fmt: skip
+        self.store_unavailable = counter(f"{PREFIX}_state_store_unavailable", "Failed calls to the state store (Redis or SQLite); each is retried after a growing backoff.")  # fmt: skip
+        self.store_up = gauge(f"{PREFIX}_state_store_up", "1 if the last call to the state store succeeded, else 0.")  # fmt: skip
+        self.store_up.set(1)
         self.batch_seconds = SampleHistogram(f"{PREFIX}_batch_seconds", "Poll-to-commit time of a batch.", BATCH_BUCKETS, keep=10_000)  # fmt: skip
         self.lag_records = gauge(f"{PREFIX}_consumer_lag_records", "High watermark minus next offset to apply (Tansu under-reports the watermark).", ["topic", "partition"])  # fmt: skip
         self.event_lag = EventTimeLag(clock)
@@ -166,7 +170,8 @@ class StreamMetrics:
         self.pipeline_latency = SampleHistogram(f"{PREFIX}_pipeline_latency_seconds", "Online write time minus Kafka record timestamp, per applied event.", LATENCY_BUCKETS)  # fmt: skip
         for collector in (
             self.consumed, self.applied, self.duplicates, self.already_applied,
-            self.dead_lettered, self.conflicts, self.errors, self.batch_seconds,
+            self.dead_lettered, self.conflicts, self.errors, self.store_unavailable,
+            self.store_up, self.batch_seconds,
             self.lag_records, self.event_lag, self.freshness, self.pipeline_latency,
         ):  # fmt: skip
             self.registry.register(collector)
@@ -174,7 +179,13 @@ class StreamMetrics:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Start /metrics on ``addr:port`` (0: any free port); return the port."""
-        self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        try:
+            self._server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        except OSError as exc:  # in use (often another worker's default port), or bad address
+            raise InputError(
+                f"cannot serve /metrics on {addr}:{port}: {exc.strerror or exc}. "
+                "Pick a free --metrics-port (0: any free port, -1: no endpoint)."
+            ) from None
         return self._server.server_port
 
     def forget_partition(self, topic: str, partition: int) -> None:

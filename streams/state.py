@@ -32,6 +32,8 @@ class Conflict:
 class StateStore(Protocol):
     """Redis (``RedisStateStore``) or SQLite (``SqliteStateStore``)."""
 
+    address: str  # "redis host:port" or "sqlite <path>", for messages
+
     def applied(self, topic: str, partitions: Collection[int]) -> dict[int, int]:
         """Applied offset per partition; ``NO_OFFSET`` when none."""
         ...
@@ -54,6 +56,10 @@ class StateStore(Protocol):
 
     def apply(self, prepared: object) -> Conflict | None:
         """The waiting part of ``commit`` (may run on another thread)."""
+        ...
+
+    def offsets_reset_hint(self, topic: str, partitions: Collection[int]) -> str:
+        """The command that deletes these partitions' applied offsets (for messages)."""
         ...
 
     def close(self) -> None: ...

@@ -44,6 +44,8 @@ class RedisStateStore:
         self.client, self.layout, self.namespace = client, layout, namespace
         self.half_life_ms = half_life_ms
         self._offsets_key = f"{namespace}:offsets"
+        where = client.connection_pool.connection_kwargs
+        self.address = f"redis {where.get('host')}:{where.get('port')}"  # for messages
         self._project = layout.project.encode()
         user, pin = layout.user, layout.pin
         self._user_fields = [user.redis_ts_field, *user.redis_fields]
@@ -142,6 +144,13 @@ class RedisStateStore:
             parts.append(head(3, *map(len, items)))
             parts += items
         return b"".join(parts)
+
+    def offsets_reset_hint(self, topic: str, partitions: Collection[int]) -> str:
+        """The command that forgets the applied offsets of ``partitions`` (for messages)."""
+        host_port = self.address.removeprefix("redis ")
+        host, _, port = host_port.rpartition(":")
+        fields = " ".join(f"'{topic}:{p}'" for p in sorted(partitions))
+        return f"redis-cli -h {host} -p {port} HDEL '{self._offsets_key}' {fields}"
 
     def close(self) -> None:
         self.client.close()

@@ -48,6 +48,7 @@ class SqliteStateStore:
         # Autocommit mode: transactions are explicit. The rebalance listener runs on
         # kafka-python's IO thread while the worker thread waits, hence no thread check.
         self.conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
+        self.path, self.address = path, f"sqlite {path}"  # for messages
         self._lock = threading.RLock()  # commits run on the committer thread, reads on others
         self.conn.executescript(
             f"CREATE TABLE IF NOT EXISTS {self._offsets} (tp TEXT PRIMARY KEY, applied INTEGER NOT NULL);"
@@ -155,6 +156,12 @@ class SqliteStateStore:
                 text = extract_text_and_num(val, False)[0]
                 params.append((key, name, val.SerializeToString(), text, event_ts, now))
         self.conn.executemany(sql, params)
+
+    def offsets_reset_hint(self, topic: str, partitions: Collection[int]) -> str:
+        """The command that forgets the applied offsets of ``partitions`` (for messages)."""
+        names = ", ".join(f"'{topic}:{p}'" for p in sorted(partitions))
+        table = "[" + self._offsets.strip('"') + "]"  # [..] quotes it inside shell "..."
+        return f'sqlite3 {self.path} "DELETE FROM {table} WHERE tp IN ({names})"'
 
     def close(self) -> None:
         self.conn.close()

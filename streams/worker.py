@@ -10,7 +10,10 @@ state-store commit of one batch overlaps the polling and folding of the next
 (``streams.committer``).
 
 Failures never stop the loop: the batch is dropped, its partitions are sought back to
-the stored applied offsets, and the worker retries after a backoff.
+the stored applied offsets, and the worker retries after a growing backoff (a state store
+that cannot be reached is logged with its address and counted). What does stop it, with a
+``TowerlineError`` saying what to do: no broker at the bootstrap address, and a topic that
+holds fewer records than were applied from it (``streams.resets``).
 """
 
 import logging
@@ -29,9 +32,11 @@ from schemas.codec import AvroCodec
 from streams.accounting import WorkerStats, account
 from streams.committer import Committer
 from streams.config import WorkerConfig
+from streams.connect import connect
 from streams.deadletter import DeadLetterError, DeadLetters
 from streams.events import Event, Rejected, classify
 from streams.metrics import StreamMetrics
+from streams.resets import OffsetProbe, reset_error
 from streams.sequence import EMPTY, Seq
 from streams.state import NO_OFFSET, StateStore
 from streams.update import BatchUpdate, OffsetMove, build_update
@@ -40,6 +45,7 @@ from towerline.core.kafka import ConsumerSettings, ProducerSettings
 log = logging.getLogger(__name__)
 # What a batch may fail with and be retried after: broker, state store, dead-letter topic.
 RETRYABLE = (KafkaError, RedisError, sqlite3.Error, DeadLetterError, OSError)
+STORE_ERRORS = (RedisError, sqlite3.Error)  # only the state store talks Redis / SQLite here
 USER_CACHE_MAX = 500_000
 __all__ = ["StreamWorker", "WorkerStats"]
 
@@ -67,6 +73,8 @@ class StreamWorker:
         self._resync: dict[int, int | None] = {}  # partition -> fallback offset to seek to
         self._consumer: KafkaConsumer | None = None
         self._backoff = 0.0
+        self._probe = OffsetProbe()  # newly assigned partitions: is the log still that long?
+        self._store_down = False
 
     # -- loop -------------------------------------------------------------------------
 
@@ -82,12 +90,21 @@ class StreamWorker:
             heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_poll_records=cfg.max_poll_records,
         )
-        self._consumer = consumer = KafkaConsumer(
+        self._consumer = consumer = connect(
+            KafkaConsumer,
             **settings.kwargs(cfg.bootstrap),
+            timeout_ms=cfg.bootstrap_timeout_ms,
             fetch_max_wait_ms=cfg.fetch_max_wait_ms,
             check_crcs=cfg.check_crcs,
         )
-        producer = KafkaProducer(**ProducerSettings(client_id=worker_id).kwargs(cfg.bootstrap))
+        try:
+            producer_kwargs = ProducerSettings(client_id=worker_id).kwargs(cfg.bootstrap)
+            producer = connect(
+                KafkaProducer, **producer_kwargs, timeout_ms=cfg.bootstrap_timeout_ms
+            )
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
         dead_letters = DeadLetters(producer, cfg.dead_letter_topic, worker_id)
         consumer.subscribe([cfg.topic], listener=_Rebalance(self))
         try:
@@ -117,18 +134,33 @@ class StreamWorker:
             self._process(consumer, polled, dead_letters)
         else:
             self._settle(consumer)  # nothing new: account for the batch in flight now
+        self._check_behind(self._probe.silent(self._highwater))
         self._report_lag(consumer)
 
     def _guarded(self, action: Callable[[], None]) -> None:
         """Run ``action``; a retryable failure backs off instead of stopping the worker."""
         try:
             action()
-            self._backoff = 0.0
         except RETRYABLE as exc:
             self.stats.errors += 1
             self.metrics.errors.inc(1, type(exc).__name__)
             self._backoff = min(self.cfg.retry_backoff_max_s, max(0.1, self._backoff * 2))
-            log.warning("batch failed, retrying in %.1fs: %r", self._backoff, exc)
+            if isinstance(exc, STORE_ERRORS):
+                self._store_failed(exc, f"retrying in {self._backoff:.1f}s")
+            else:
+                log.warning("batch failed, retrying in %.1fs: %r", self._backoff, exc)
+        else:
+            self._backoff = 0.0
+            if self._store_down:  # a failure leaves partitions to resync: the store answered
+                self._store_down = False
+                self.metrics.store_up.set(1)
+                log.info("state store at %s answers again", self.state.address)
+
+    def _store_failed(self, exc: BaseException, then: str) -> None:
+        self._store_down = True
+        self.metrics.store_unavailable.inc()
+        self.metrics.store_up.set(0)
+        log.warning("state store at %s unavailable, %s: %s", self.state.address, then, exc)
 
     # -- one batch --------------------------------------------------------------------
 
@@ -154,14 +186,18 @@ class StreamWorker:
 
     def _fresh(self, polled: dict) -> tuple[list, dict[int, int], dict[int, int]]:
         """Records above the applied offsets, and each partition's first and last offset."""
-        records, firsts, lasts, stale = [], {}, {}, 0
-        for tp, batch in polled.items():
+        records, firsts, lasts, stale, behind = [], {}, {}, 0, {}
+        for tp, polled_batch in polled.items():
+            batch, gap = self._probe.records(tp.partition, polled_batch, self._highwater)
+            if gap is not None:
+                behind[tp.partition] = gap
             applied = self._applied.get(tp.partition, NO_OFFSET)
             fresh = [r for r in batch if r.offset > applied]
             stale += len(batch) - len(fresh)
             if fresh:
                 records += fresh
                 firsts[tp.partition], lasts[tp.partition] = fresh[0].offset, fresh[-1].offset
+        self._check_behind(behind)
         self.stats.consumed += len(records) + stale
         self.metrics.consumed.inc(len(records) + stale)
         if stale:
@@ -238,10 +274,14 @@ class StreamWorker:
         self.committer.wait()  # so the store already holds the batch in flight, if it succeeds
         self._users.clear()
         self._resync.update({p: None for p in partitions})
+        self._probe.assigned(partitions, self._highwater)
         try:
             self._seek_from_state(self._consumer)
         except RETRYABLE as exc:  # pause until the state store answers; see _poll_once
-            log.warning("cannot read applied offsets yet: %r", exc)
+            if isinstance(exc, STORE_ERRORS):
+                self._store_failed(exc, "pausing the new partitions until it answers")
+            else:
+                log.warning("cannot read applied offsets yet: %r", exc)
             self._consumer.pause(*(TopicPartition(self.cfg.topic, p) for p in self._resync))
 
     def on_revoked(self, partitions: list[int]) -> None:
@@ -250,10 +290,11 @@ class StreamWorker:
         for p in partitions:
             self._applied.pop(p, None)
             self._resync.pop(p, None)
+            self._probe.forget(p)
             self.metrics.forget_partition(self.cfg.topic, p)
 
     def _seek_from_state(self, consumer: KafkaConsumer) -> None:
-        """Seek partitions awaiting a resync to applied + 1 (or their fallback offset)."""
+        """Seek partitions awaiting a resync to applied + 1 (a probe: applied), or their fallback."""
         assigned = {tp.partition for tp in consumer.assignment() if tp.topic == self.cfg.topic}
         wanted = {p: f for p, f in self._resync.items() if p in assigned}
         applied = self.state.applied(self.cfg.topic, wanted)
@@ -261,12 +302,23 @@ class StreamWorker:
             tp = TopicPartition(self.cfg.topic, p)
             self._applied[p] = applied[p]
             if applied[p] != NO_OFFSET:
-                consumer.seek(tp, applied[p] + 1)
-            elif fallback is not None:
+                consumer.seek(tp, self._probe.seek_offset(p, applied[p]))
+                continue
+            self._probe.nothing_applied(p)
+            if fallback is not None:
                 consumer.seek(tp, fallback)
             # else: nothing applied yet, Kafka's committed offset / auto_offset_reset decides
         consumer.resume(*(TopicPartition(self.cfg.topic, p) for p in wanted))
         self._resync.clear()
+
+    def _highwater(self, partition: int) -> int | None:
+        return self._consumer.highwater(TopicPartition(self.cfg.topic, partition))
+
+    def _check_behind(self, behind: dict) -> None:
+        """Stop when a partition holds fewer records than were applied (``streams.resets``)."""
+        if behind:
+            how = self.state.offsets_reset_hint(self.cfg.topic, behind)
+            raise reset_error(self.cfg.topic, behind, self.cfg.state_namespace, how)
 
     def _report_lag(self, consumer: KafkaConsumer) -> None:
         for tp in consumer.assignment():

@@ -162,3 +162,27 @@ def test_expected_subject_mismatch_is_reported(codec):
     data = codec.encode("Engagement", GOOD)
     with pytest.raises(SchemaError, match="is Engagement, not OffsiteConversion"):
         codec.decode(data, expected_subject="OffsiteConversion")
+
+
+@pytest.mark.parametrize("extra", [b"\x00", b"garbage", b"\x02x" * 100])
+def test_trailing_bytes_after_a_valid_body_are_refused(codec, extra):
+    """A body followed by bytes its schema does not account for is not that record."""
+    data = codec.encode("Engagement", GOOD)
+    with pytest.raises(SchemaError) as err:
+        codec.decode(data + extra)
+    assert (err.value.schema, err.value.field) == ("Engagement", "<body>")
+    assert f"{len(extra)} trailing bytes" in err.value.reason
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (struct.pack(">bI", 0, 99) + b"x", "unknown schema id 99"),
+        (AvroCodec().encode("OffsiteConversion", dict(GOOD, action="SIGNUP")), "not Engagement"),
+    ],
+)
+def test_an_unknown_or_foreign_schema_id_is_a_schema_problem_not_framing(codec, data, says):
+    with pytest.raises(SchemaError) as err:
+        codec.decode(data, expected_subject="Engagement")
+    assert err.value.field == "<schema>"
+    assert says in err.value.reason

@@ -15,10 +15,13 @@ LATE, SKEW = 7 * 86_400_000, 300_000
 CODEC = AvroCodec()
 
 
-def record(value: bytes | None, offset: int = 0, key: bytes | None = b"1") -> SimpleNamespace:
+def record(
+    value: bytes | None, offset: int = 0, key: bytes | None = b"1", headers=()
+) -> SimpleNamespace:
     return SimpleNamespace(
-        topic="engagements", partition=2, offset=offset, key=key, value=value, timestamp=NOW
-    )
+        topic="engagements", partition=2, offset=offset, key=key, value=value, timestamp=NOW,
+        headers=list(headers),
+    )  # fmt: skip
 
 
 def good(ts_ms: int = NOW - 1000, eid: str = "x") -> bytes:
@@ -36,8 +39,9 @@ def wrong_schema() -> bytes:
         (b"\x00\x01", ev.WIRE, "shorter than the 5-byte header"),
         (b"garbage bytes", ev.WIRE, "magic byte"),
         (None, ev.WIRE, "expected bytes"),
-        (struct.pack(">bI", 0, 99) + b"x", ev.WIRE, "unknown schema id 99"),
-        (wrong_schema(), ev.WIRE, "is OffsiteConversion, not Engagement"),
+        (struct.pack(">bI", 0, 99) + b"x", ev.SCHEMA, "unknown schema id 99"),
+        (wrong_schema(), ev.SCHEMA, "is OffsiteConversion, not Engagement"),
+        (good() + b"\x00junk", ev.BODY, "5 trailing bytes after the record"),
         (missing_event_ts(), ev.BODY, "undecodable body"),
         (good(NOW + 86_400_000), ev.TOO_FAR_FUTURE, "in the future"),
         (good(NOW - 8 * 86_400_000), ev.TOO_LATE, "allowed lateness"),
@@ -61,3 +65,27 @@ def test_good_records_become_events_within_the_bounds() -> None:
         ("old-ok", 2, 2, 1), ("ahead-ok", 2, 2, 2),
     ]  # fmt: skip
     assert events[0].ts_ms == NOW - LATE + 1 and events[0].record_ts_ms == NOW
+
+
+@pytest.mark.parametrize(
+    ("key", "says"),
+    [
+        (b"2", "key b'2' is not the user_id b'1'"),
+        (b"01", "key b'01' is not the user_id b'1'"),
+        (None, "record has no key; expected b'1'"),
+        (b"x" * 1000, "..."),
+    ],
+)
+def test_a_key_that_is_not_the_user_id_is_dead_lettered_not_applied(key, says: str) -> None:
+    """The worker owns a user through the partition the key chose: another key breaks that."""
+    events, rejected = classify([record(good(), 5, key=key)], CODEC, NOW, LATE, SKEW)
+    assert events == []
+    [r] = rejected
+    assert (r.code, r.offset, r.key) == (ev.KEY_MISMATCH, 5, key)
+    assert says in r.reason and len(r.reason) < 120
+
+
+def test_rejects_keep_the_original_headers() -> None:
+    head = [("trace", b"abc"), ("empty", None), ("trace", b"second")]
+    _, [r] = classify([record(b"bad", headers=head)], CODEC, NOW, LATE, SKEW)
+    assert r.headers == tuple(head)

@@ -1,5 +1,6 @@
 """The worker against the real broker and the real Feast online store (SQLite and Redis)."""
 
+import struct
 import threading
 import time
 import urllib.request
@@ -52,35 +53,66 @@ def test_sequences_and_counts_match_the_reference(
 
 
 def bad_records() -> dict[str, bytes]:
+    """Values that must be dead-lettered when keyed b"1", by their expected reason code."""
     future = Ev("future", 1, 1, "CLICK", now_ms() + 86_400_000).encode(CODEC)[1]
     missing = missing_event_ts()
     wrong_id = CODEC.encode("OffsiteConversion", {"event_id": "o", "user_id": 1, "pin_id": 2, "action": "SIGNUP", "event_ts": 0})  # fmt: skip
-    return {"wire": b"\xde\xad\xbe\xef", "schema-id": wrong_id, "body": missing, "too_far_future": future}  # fmt: skip
+    valid = Ev("valid", 1, 3, "SAVE", now_ms()).encode(CODEC)[1]
+    other_user = Ev("other-user", 2, 3, "SAVE", now_ms()).encode(CODEC)[1]
+    return {
+        "wire": b"\xde\xad\xbe\xef", "schema": wrong_id, "body": missing,
+        "too_far_future": future, "unknown-id": struct.pack(">bI", 0, 99) + valid[5:],
+        "trailing": valid + b"\x00garbage", "key_mismatch": other_user,
+    }  # fmt: skip
+
+
+EXPECTED_CODES = {"wire": "wire", "schema": "schema", "body": "body", "too_far_future": "too_far_future", "unknown-id": "schema", "trailing": "body", "key_mismatch": "key_mismatch"}  # fmt: skip
+
+
+def send_with_headers(bootstrap: str, topic: str, records: list[tuple]) -> None:
+    """Send (key, value, headers) records, acknowledged one by one in order."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        futures = [producer.send(topic, key=k, value=v, headers=h) for k, v, h in records]
+        producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=10)
+    finally:
+        producer.close(timeout=5)
 
 
 def test_bad_records_are_dead_lettered_with_reasons_while_good_ones_flow(
-    feast_store, worker_cfg, new_topic, produce, consume_all, redis_client
+    feast_store, worker_cfg, new_topic, bootstrap, consume_all, redis_client
 ) -> None:
     topic, dlq, events = new_topic("eng"), new_topic("dlq"), events_for(seed=2, n=300)
     bad = bad_records()
-    good = [e.encode(CODEC) for e in events]
-    mixed = good[:100] + [(b"1", v) for v in bad.values()] + good[100:]
-    produce(topic, mixed)
+    good = [(*e.encode(CODEC), [("source", b"test")]) for e in events]
+    traced = [(b"1", v, [("trace", name.encode()), ("source", b"test")]) for name, v in bad.items()]  # fmt: skip
+    mixed = good[:100] + traced + good[100:]
+    send_with_headers(bootstrap, topic, mixed)
     cfg = worker_cfg(topic, dead_letter_topic=dlq, seq_len=SEQ_LEN, half_life_s=HALF_LIFE_S, metrics_port=0)  # fmt: skip
     with run_worker_in_thread(cfg, feast_store("redis")) as worker:
         assert worker.wait_applied(len(mixed), timeout_s=60), worker.stats
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{worker.metrics_port}/metrics").read().decode()  # fmt: skip
-    check(feast_store("redis"), events)
+    check(feast_store("redis"), events)  # nothing of the bad records was applied
     letters = {r.value: (r, read_headers(r.headers)) for r in consume_all(dlq, len(bad))}
-    codes = {name: letters[value][1]["code"] for name, value in bad.items()}
-    assert codes == {"wire": "wire", "schema-id": "wire", "body": "body", "too_far_future": "too_far_future"}  # fmt: skip
-    for record, head in letters.values():  # original key and value, origin in the headers
+    assert {name: letters[value][1]["code"] for name, value in bad.items()} == EXPECTED_CODES
+    for name, (record, head) in ((n, letters[v]) for n, v in bad.items()):
         assert record.key == b"1" and head["topic"] == topic and head["reason"]
+        # the record's own headers first, unchanged; then the dlq.* ones
+        assert record.headers[:2] == [("trace", name.encode()), ("source", b"test")], name
+        assert all(h.startswith("dlq.") for h, _ in record.headers[2:]), name
     by_offset = sorted(letters, key=lambda v: int(letters[v][1]["offset"]))
     assert by_offset == list(bad.values())  # one partition (same key), produce order
-    assert "is OffsiteConversion, not Engagement" in letters[bad["schema-id"]][1]["reason"]
+    assert "is OffsiteConversion, not Engagement" in letters[bad["schema"]][1]["reason"]
+    assert "unknown schema id 99" in letters[bad["unknown-id"]][1]["reason"]
+    assert "8 trailing bytes" in letters[bad["trailing"]][1]["reason"]
+    assert "key b'1' is not the user_id b'2'" in letters[bad["key_mismatch"]][1]["reason"]
     for line in (
-        'towerline_stream_records_dead_lettered_total{reason="wire"} 2.0',
+        'towerline_stream_records_dead_lettered_total{reason="wire"} 1.0',
+        'towerline_stream_records_dead_lettered_total{reason="schema"} 2.0',
+        'towerline_stream_records_dead_lettered_total{reason="body"} 2.0',
+        'towerline_stream_records_dead_lettered_total{reason="key_mismatch"} 1.0',
         'towerline_stream_records_dead_lettered_total{reason="too_far_future"} 1.0',
         f"towerline_stream_records_applied_total {float(len({e.event_id for e in events}))}",
         "towerline_stream_freshness_seconds_bucket",

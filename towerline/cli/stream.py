@@ -45,7 +45,12 @@ def stream_run_cmd(
         str, _duration("Events further ahead are dead-lettered as too_far_future")
     ] = "5m",
     state_namespace: Annotated[
-        str, typer.Option(help="Prefix of the state keys/tables (the Feast project is appended).")
+        str,
+        typer.Option(
+            help="Prefix of the state keys/tables (the Feast project is appended). The applied"
+            " offsets in it belong to the topic: after a recreated topic or a new broker, use a"
+            " new namespace (the worker stops and says so)."
+        ),
     ] = "towerline:streams",
     max_poll_records: Annotated[int, typer.Option(min=1, help="Records per batch at most.")] = 5000,
     session_timeout_ms: Annotated[int, typer.Option(min=1000)] = 10_000,
@@ -66,6 +71,11 @@ def stream_run_cmd(
     state store (Redis or SQLite, following --online). Bad records, and events older
     than --allowed-lateness or ahead by more than --future-skew, go to the dead-letter
     topic with their reason. Stops cleanly on SIGTERM or Ctrl-C.
+
+    Exits 1 with one line when Kafka or the Redis online store cannot be reached at start,
+    or when the topic holds fewer records than were applied from it (recreated topic, new
+    broker); 2 when --metrics-port is taken. A state store lost while running is retried
+    with a growing backoff, logged with its address.
     """
     from streams.config import WorkerConfig
     from streams.runner import run_worker, tune_gc

@@ -252,7 +252,7 @@ def check_online(store: feast.FeatureStore, timeout_s: float = 2.0) -> None:
         client.ping()
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
         raise UnavailableError(
-            f"cannot reach the Redis online store at {host_port}: {exc}. "
+            f"cannot reach the Redis online store at {host_port}: {str(exc).rstrip('.')}. "
             "Is Redis running there? Check --redis-url / TOWERLINE_REDIS_URL."
         ) from None
     finally:
