@@ -26,6 +26,7 @@ from feast.types import Array, Float32, Float64, Int32, Int64, String
 from towerline.core.contracts import (
     ENGAGEMENT_ACTIONS,
     FRESHNESS_TAG,
+    HALF_LIFE_TAG,
     PIN_ENGAGEMENT,
     PIN_PROFILE,
     USER_HISTORY_STATE,
@@ -233,7 +234,8 @@ def _pin_engagement_fv(push_source: PushSource) -> FeatureView:
         schema=[*decayed, last],
         source=push_source,
         description="Time-decayed engagement counts per pin kept by the streams.",
-        tags=_tags(STREAM_FRESHNESS, "streams"),
+        # The stream worker records the half-life it runs with (default one day).
+        tags={**_tags(STREAM_FRESHNESS, "streams"), HALF_LIFE_TAG: "86400"},
     )
 
 

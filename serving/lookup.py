@@ -1,8 +1,8 @@
 """`POST /v1/features`: any feature view through the same online reads, with row ages.
 
 ``pin_engagement`` counts are valid at ``last_event_ts_ms``; they are decayed forward to
-the request time with the half-life the stream worker recorded in the row
-(``half_life_s``), so two readers at the same instant see the same numbers.
+the request time with the half-life the stream worker recorded on the view (tag
+``half_life_s``), so two readers at the same instant see the same numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import feast
 
 from towerline.core.contracts import (
     ENGAGEMENT_ACTIONS,
+    HALF_LIFE_TAG,
     PIN_ENGAGEMENT,
     PIN_PROFILE,
     USER_HISTORY_STATE,
@@ -22,14 +23,6 @@ from towerline.core.contracts import (
 from towerline.core.errors import InputError
 
 PIN_VIEWS = (PIN_PROFILE, PIN_ENGAGEMENT)
-
-
-def registered_features(store: feast.FeatureStore, view: str) -> tuple[str, ...]:
-    """The contract's features of ``view``, plus ``half_life_s`` where the registry has it
-    (a repository applied before the field existed lacks it)."""
-    fields = {f.name for f in store.get_feature_view(view).features}
-    extra = ("half_life_s",) if view == PIN_ENGAGEMENT and "half_life_s" in fields else ()
-    return (*VIEW_FEATURES[view], *extra)
 
 
 def join_keys(view: str, entity: dict[str, Any], served_version: str | None) -> dict[str, Any]:
@@ -50,7 +43,7 @@ def lookup(
     store: feast.FeatureStore, view: str, rows: list[dict[str, Any]], now: dt.datetime
 ) -> list[dict[str, Any]]:
     """One Feast read of ``view`` for ``rows`` -> one answer per row."""
-    names = registered_features(store, view)
+    names = VIEW_FEATURES[view]
     refs = [f"{view}:{name}" for name in names]
     found = store.get_online_features(features=refs, entity_rows=rows).to_dict(True)
     answers = []
@@ -60,7 +53,7 @@ def lookup(
         stamp = max(seconds) if seconds else None
         when = dt.datetime.fromtimestamp(stamp, dt.UTC) if stamp else None
         if view == PIN_ENGAGEMENT and when is not None:
-            values = decayed_to(values, now)
+            values = decayed_to(values, now, half_life_s(store))
         answers.append(
             {
                 "entity": row,
@@ -73,9 +66,14 @@ def lookup(
     return answers
 
 
-def decayed_to(values: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+def half_life_s(store: feast.FeatureStore) -> float | None:
+    """The half-life the stream worker recorded on pin_engagement (None if unrecorded)."""
+    tag = store.get_feature_view(PIN_ENGAGEMENT).tags.get(HALF_LIFE_TAG)
+    return float(tag) if tag else None
+
+
+def decayed_to(values: dict[str, Any], now: dt.datetime, half_life: float | None) -> dict[str, Any]:
     """Counts valid at ``last_event_ts_ms`` decayed to ``now`` (when the half-life is known)."""
-    half_life = values.get("half_life_s")
     last_ms = values.get("last_event_ts_ms")
     if not half_life or last_ms is None:
         return {**values, "decayed_to": None}

@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 import feast
 
 from streams.config import WorkerConfig
-from streams.metrics import SampleHistogram, StreamMetrics
+from streams.metrics import StreamMetrics
 from streams.stores import open_state_store
 from streams.worker import StreamWorker, WorkerStats
+from towerline.core.contracts import HALF_LIFE_TAG, PIN_ENGAGEMENT
+from towerline.core.featurestore import record_tag
+from towerline.core.metrics import SampleHistogram
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ def running_worker(
     cfg: WorkerConfig, store: feast.FeatureStore, clock: Callable[[], float] = time.time
 ) -> Iterator[tuple[StreamWorker, int | None]]:
     """A worker with its state store and /metrics endpoint, closed on exit."""
+    # Readers decay pin_engagement forward with the half-life this worker folds with.
+    record_tag(store, PIN_ENGAGEMENT, HALF_LIFE_TAG, repr(float(cfg.half_life_s)))
     state = open_state_store(store, cfg.state_namespace, cfg.half_life_ms)
     metrics = StreamMetrics(clock)
     try:

@@ -16,7 +16,7 @@ AVRO = Path(__file__).resolve().parents[2] / "schemas" / "avro"
 def test_view_features_match_the_declarations() -> None:
     repo = _declarations(REPO_DIR / "declarations.py").REPO
     # Feast keeps a view's fields unordered, so names are compared as sets.
-    declared = {v.name: {f.name for f in v.schema} for v in repo.feature_views()}
+    declared = {v.name: {f.name for f in v.features} for v in repo.feature_views()}
     assert declared == {view: set(names) for view, names in c.VIEW_FEATURES.items()}
     tags = {v.name: v.tags for v in repo.feature_views()}
     assert all(c.FRESHNESS_TAG in t and c.WRITTEN_BY_TAG in t for t in tags.values())

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +16,6 @@ import feast
 import pyarrow as pa
 import pytest
 import requests
-import uvicorn
 
 from batch.corpus import run_corpus
 from batch.corpus_steps import CorpusConfig
@@ -31,6 +28,7 @@ from model.config import ModelConfig
 from model.lake_io import read_pins
 from serving.app import create_app
 from serving.config import ServeConfig
+from serving.server import server_thread
 from towerline.core.ann import HnswParams
 from towerline.core.featurestore import apply_repo, open_store, write_online
 from towerline.world import WorldConfig, generate
@@ -59,12 +57,6 @@ class World:
     project: str
     store: feast.FeatureStore
     pins: list[int]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -119,21 +111,8 @@ def write_realtime(store: feast.FeatureStore) -> None:
 @contextlib.contextmanager
 def running_server(cfg: ServeConfig, store: feast.FeatureStore) -> Iterator[str]:
     """A real uvicorn server on a free loopback port; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(create_app(cfg, store), host="127.0.0.1", port=port, log_level="warning")  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the serving test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with server_thread(create_app(cfg, store)) as url:
+        yield url
 
 
 def wait_ready(url: str, timeout_s: float = 30) -> dict:

@@ -246,3 +246,26 @@ def test_concurrent_requests_share_micro_batches(served_world: World, indexes: P
         metrics = requests.get(f"{url}/metrics", timeout=5).text
     count = float(metrics.split('towerline_serving_batch_size_count{endpoint="retrieve"} ')[1].split()[0])  # fmt: skip
     assert count < 16, "16 concurrent requests were not batched together"
+
+
+def test_pin_engagement_is_decayed_to_the_request_time(served_world: World, indexes: Path) -> None:  # fmt: skip
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from towerline.core.contracts import HALF_LIFE_TAG, PIN_ENGAGEMENT
+    from towerline.core.featurestore import record_tag, write_online
+
+    day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    row = {"pin_id": [served_world.pins[0]], "decayed_closeup": [8.0], "decayed_click": [4.0]}
+    row |= {"decayed_save": [0.0], "decayed_share": [2.0], "event_timestamp": [day_ago]}
+    row["last_event_ts_ms"] = [int(day_ago.timestamp() * 1000)]
+    write_online(served_world.store, PIN_ENGAGEMENT, pa.table(row))
+    record_tag(served_world.store, PIN_ENGAGEMENT, HALF_LIFE_TAG, "86400.0")
+    with running_server(serve_cfg(served_world, indexes), served_world.store) as url:
+        body = post(url, "/v1/features", {"view": "pin_engagement", "entities": [{"pin_id": served_world.pins[0]}]}).json()  # fmt: skip
+    features = body["rows"][0]["features"]
+    assert features["decayed_to"] is not None
+    assert features["decayed_closeup"] == pytest.approx(4.0, rel=1e-3)
+    assert features["decayed_click"] == pytest.approx(2.0, rel=1e-3)
+    assert 86_000 < body["rows"][0]["age_s"] < 87_000

@@ -45,6 +45,9 @@ BATCH_VIEWS = (USER_HISTORY_STATE, USER_PROFILE, PIN_PROFILE)
 STREAM_VIEWS = (USER_REALTIME_SEQ, PIN_ENGAGEMENT)
 FRESHNESS_TAG = "freshness_target_s"  # tag on every view: its freshness target, seconds
 WRITTEN_BY_TAG = "written_by"
+# On pin_engagement: the half-life (seconds) its counts decay with; the stream worker
+# records the one it runs with, readers decay the counts forward with it.
+HALF_LIFE_TAG = "half_life_s"
 
 # Lake tables the profile views are loaded from: lake table -> (view, its columns).
 PROFILE_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -216,6 +216,23 @@ def read_online(
     return store.get_online_features(features=features, entity_rows=entity_rows).to_dict()
 
 
+def record_tag(store: feast.FeatureStore, view_name: str, key: str, value: str) -> bool:
+    """Set ``tags[key] = value`` on a registered view (a fact its writer owns, e.g. the
+    half-life of pin_engagement); True when the registry changed."""
+    try:
+        view = store.get_feature_view(view_name)
+    except FeastObjectNotFoundException:
+        raise FeatureStoreError(
+            f"no feature view {view_name!r} in project {store.project!r}; "
+            "run `towerline features apply` first"
+        ) from None
+    if view.tags.get(key) == value:
+        return False
+    view.tags[key] = value
+    store.apply([view])
+    return True
+
+
 def online_address(store: feast.FeatureStore) -> str:
     """Where the online store lives, for messages: ``redis host:port`` or the SQLite path."""
     online = store.config.online_store

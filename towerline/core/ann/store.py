@@ -19,20 +19,33 @@ from typing import Any
 
 from towerline.core.ann.hnsw import METADATA_FILE, AnnError, read_metadata, verify_index
 from towerline.core.files import publish_dir, write_json_atomic
+from towerline.core.names import check_name
 
 CURRENT, SERVING = "current", "serving.json"
 
 
 def read_pointer(path: Path) -> dict[str, Any] | None:
+    """A pointer file's JSON object, None when there is none."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        # Pruning or flipping on a guess could delete or replace the live build.
+        raise AnnError(f"{path} is not valid JSON ({exc}); restore it or publish again") from exc
+    if not isinstance(doc, dict):
+        raise AnnError(f"{path} does not hold a JSON object; restore it or publish again")
+    return doc
 
 
 # --- the index store ---------------------------------------------------------------
 
 
 def model_root(indexes: Path, model_name: str) -> Path:
-    return Path(indexes) / model_name
+    """``INDEXES/<model_name>``; a name that is not a plain name (``../x``) is refused, so
+    no caller can write, flip or prune outside the index store."""
+    return Path(indexes) / check_name(model_name)
 
 
 def new_staging(indexes: Path, model_name: str) -> Path:
@@ -107,13 +120,24 @@ def rollback(indexes: Path, model_name: str, now: dt.datetime) -> dict[str, Any]
     )
 
 
+def pinned_dirs(indexes: Path, model_name: str) -> set[str]:
+    """Build directories pruning must keep: the one ``current`` names, the one
+    ``serving.json`` names and that pointer's ``previous`` (serving rolls back to it)."""
+    root = model_root(indexes, model_name)
+    current = read_pointer(root / CURRENT) or {}
+    serving = read_pointer(root / SERVING) or {}
+    previous = serving.get("previous")
+    named = (current.get("dir"), serving.get("dir"))
+    named += (previous.get("dir"),) if isinstance(previous, dict) else ()
+    return {d for d in named if isinstance(d, str)}
+
+
 def prune(indexes: Path, model_name: str, keep: int) -> list[str]:
-    """Delete all but the newest ``keep`` builds; never what ``current`` or
-    ``serving.json`` names. Returns the deleted directory names."""
+    """Delete all but the newest ``keep`` builds; never one ``pinned_dirs`` names.
+    Returns the deleted directory names."""
     if keep < 1:
         raise AnnError(f"keep must be >= 1, got {keep}")
-    root = model_root(indexes, model_name)
-    pinned = {(read_pointer(root / name) or {}).get("dir") for name in (CURRENT, SERVING)}
+    pinned = pinned_dirs(indexes, model_name)
     builds = [p for p, _ in list_indexes(indexes, model_name)]
     doomed = [p for p in builds[:-keep] if p.name not in pinned]
     for path in doomed:
