@@ -53,6 +53,15 @@ class WorkerHandle:
         """
         return _ms(self.worker.metrics.pipeline_latency, qs)
 
+    def wait_assigned(self, timeout_s: float = 60.0) -> float | None:
+        """Seconds until the worker holds partitions (its group join is done); None if it
+        did not within ``timeout_s`` or died first."""
+        started = time.monotonic()
+        while not self.worker.assigned.wait(0.05):
+            if time.monotonic() - started > timeout_s or not self.thread.is_alive():
+                return None
+        return time.monotonic() - started
+
     def wait_until(self, done: Callable[[WorkerStats], bool], timeout_s: float) -> bool:
         """Poll ``done(stats)`` until true (True) or timeout / worker death (False)."""
         deadline = time.monotonic() + timeout_s

@@ -75,6 +75,7 @@ class StreamWorker:
         self._backoff = 0.0
         self._probe = OffsetProbe()  # newly assigned partitions: is the log still that long?
         self._store_down = False
+        self.assigned = threading.Event()  # set once the group gave this worker partitions
 
     # -- loop -------------------------------------------------------------------------
 
@@ -275,6 +276,8 @@ class StreamWorker:
         self._users.clear()
         self._resync.update({p: None for p in partitions})
         self._probe.assigned(partitions, self._highwater)
+        if partitions:
+            self.assigned.set()
         try:
             self._seek_from_state(self._consumer)
         except RETRYABLE as exc:  # pause until the state store answers; see _poll_once

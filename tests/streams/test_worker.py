@@ -45,6 +45,8 @@ def test_sequences_and_counts_match_the_reference(
     produce(topic, [e.encode(CODEC) for e in events])
     cfg = worker_cfg(topic, seq_len=SEQ_LEN, half_life_s=HALF_LIFE_S)
     with run_worker_in_thread(cfg, feast_store(online)) as worker:
+        joined = worker.wait_assigned(timeout_s=60)
+        assert joined is not None and worker.worker.assigned.is_set()
         assert worker.wait_applied(len(events), timeout_s=60), worker.stats
         stats = worker.stats
     assert stats.duplicates == len(events) - len({e.event_id for e in events}) > 0

@@ -67,17 +67,12 @@ def replay_and_consume(lake: Path, day: str, bootstrap: str, store) -> dict[str,
 
 
 def wait_assigned(worker, timeout_s: float) -> float:
-    """Seconds until the worker's consumer holds partitions (its group join is done).
-
-    Reads the worker's consumer: the worker has no public readiness signal yet."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        consumer = getattr(worker.worker, "_consumer", None)
-        if consumer is not None and consumer.assignment():
-            return time.monotonic() - started
-        if not worker.thread.is_alive():
-            raise DemoStreamError(f"the stream worker died on start: {worker.errors}")
-        time.sleep(0.05)
+    """Seconds until the worker holds partitions (its group join is done)."""
+    joined = worker.wait_assigned(timeout_s)
+    if joined is not None:
+        return joined
+    if not worker.thread.is_alive():
+        raise DemoStreamError(f"the stream worker died on start: {worker.errors}")
     raise DemoStreamError(f"the stream worker got no partitions in {timeout_s:.0f}s")
 
 
