@@ -16,6 +16,7 @@ filesystem the workers and this process share (local disk on the DirectRunner).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -34,6 +35,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch.corpus_steps import NAMESPACE, PIN_COLUMNS, BuildCorpus, CorpusConfig, CorpusError
+from batch.interrupt import stop_workers_on_interrupt
+from batch.lake_check import check_parquet_files, files_of
 from schemas.lake import partition_dir, partitions, table_dir
 from towerline.core.files import publish_dir, sha256_file, write_json_atomic
 
@@ -63,6 +66,7 @@ SIGNATURE_MAP = pa.schema(
         pa.field("pin_ids", pa.list_(pa.int64()), nullable=False),  # canonical first
     ]
 )
+ENGAGED_COLUMNS = ["pin_id", "action", "event_ts"]  # what the job reads of engagements
 ROW_GROUP = 65_536  # record batches of this size feed the index job's embedding step
 
 
@@ -107,7 +111,7 @@ def build_pipeline(p: beam.Pipeline, lake: Path, cfg: CorpusConfig, staging: Pat
     engagements = (
         p
         | "EngagementPartitions" >> beam.Create(engagement_patterns(lake, cfg))
-        | "ReadEngagements" >> ReadAllFromParquetBatched(columns=["pin_id", "action", "event_ts"])
+        | "ReadEngagements" >> ReadAllFromParquetBatched(columns=ENGAGED_COLUMNS)
     )
     pins = p | "ReadPins" >> ReadFromParquetBatched(
         str(pins_dir / "*.parquet"), columns=PIN_COLUMNS
@@ -129,18 +133,37 @@ def run_corpus(
     """Build and publish the snapshot of ``cfg.day`` under ``<out or lake>/corpus``;
     returns its manifest. ``pipeline_args`` are standard Beam options (``--runner`` …)."""
     lake = Path(lake)
+    check_inputs(lake, cfg)  # before any output directory exists
     root = Path(out or lake) / "corpus"
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
     staging = root / f".staging-{uuid.uuid4().hex}"
     staging.mkdir()
+    published = False
     try:
         pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args or []))
         build_pipeline(pipeline, lake, cfg, staging)
-        result = pipeline.run()
-        result.wait_until_finish()
-        return _publish(staging, root, cfg, counters(result), now or dt.datetime.now(dt.UTC))
+        with stop_workers_on_interrupt():  # Ctrl-C: kill the worker processes, end at once
+            result = pipeline.run()
+            result.wait_until_finish()
+        manifest = _publish(staging, root, cfg, counters(result), now or dt.datetime.now(dt.UTC))
+        published = True
+        return manifest
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after a rename; left by a failure
+        if created and not published:
+            with contextlib.suppress(OSError):
+                root.rmdir()  # a first run that failed leaves no empty corpus/ behind
+
+
+def check_inputs(lake: Path, cfg: CorpusConfig) -> None:
+    """The window's engagement files and the pins files must be readable Parquet of the
+    lake schema (``batch.lake_check``); refuses naming the first bad file."""
+    pins_dir = table_dir(lake, "pins")
+    if not pins_dir.is_dir():
+        raise CorpusError(f"no pins table at {pins_dir}")
+    check_parquet_files(files_of(engagement_patterns(lake, cfg)), "engagements", ENGAGED_COLUMNS)
+    check_parquet_files(files_of([str(pins_dir / "*.parquet")]), "pins", PIN_COLUMNS)
 
 
 def counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:

@@ -31,6 +31,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from batch import encode_ops as ops
 from batch import encode_output as out
+from batch.interrupt import stop_workers_on_interrupt
 from model.artifacts import load_encoder
 from model.lake_io import read_pins
 from schemas.lake import LakeError, partition_dir, partitions
@@ -44,7 +45,9 @@ DEFAULT_PIPELINE_ARGS = (
     "--runner=DirectRunner",
     "--direct_num_workers=2",
     "--direct_running_mode=multi_processing",
-    "--default_sdk_harness_log_level=WARNING",  # workers otherwise log each bundle at INFO
+    # Workers otherwise log each bundle at INFO, and option warnings at WARNING, on the
+    # terminal of a CLI user (the CLI shows its own errors as one line).
+    "--default_sdk_harness_log_level=ERROR",
 )
 COUNTERS = "towerline.encode"
 
@@ -206,8 +209,9 @@ def run_pipeline(
     shards), or no entry for a counter the runner does not report."""
     p = beam.Pipeline(options=pipeline_options(argv))
     build_pipeline(p, spec, globs, staging, shards, fail_after)
-    result = p.run()
-    result.wait_until_finish()
+    with stop_workers_on_interrupt():  # Ctrl-C: kill the worker processes, end at once
+        result = p.run()
+        result.wait_until_finish()
     counters = result.metrics().query()["counters"]
     return {
         c.key.metric.name: int(c.committed or 0)

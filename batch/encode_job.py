@@ -2,16 +2,22 @@
 
 Order, and what a failure at each step leaves behind:
 
+0. the input files' Parquet footers match the lake schema (``batch.lake_check``)
+                                                fails: nothing written, the file named
 1. lock (DATE, version); repair what a crashed run left (``encode_output.recover``);
+   refuse a day another model's states hold (states are keyed by version only)
 2. Beam pipeline -> staging directory          fails: staging deleted, nothing else touched
 3. check: every lake event was read (footers),  fails: same
    the staged rows match the counter, one per user
-4. publish ``dt=DATE/<version>`` (rename swap)  the only step that changes the offline table
+4. publish ``dt=DATE/<version>`` (rename swap,  the only step that changes the offline table
+   with ``_manifest.json`` naming the model)
 5. Feast online write, from the published files fails: offline is today's, online holds a
    mix of today's and older rows; a rerun (idempotent) completes it.
 
 The online write comes after the publish so that a failed pipeline never touches online
 rows, and it reads the published files so online and offline hold the same values.
+Ctrl-C stops the Beam workers at once (``batch.interrupt``) and ends in
+``EncodeInterrupted`` (exit 130), whose message says whether the day was published.
 """
 
 from __future__ import annotations
@@ -29,9 +35,20 @@ import feast
 
 from batch import encode_output as out
 from batch.encode import EncodeSpec, offsite_globs, run_pipeline
-from batch.encode_ops import end_of_day_ms
+from batch.encode_ops import EVENT_COLUMNS, end_of_day_ms
+from batch.lake_check import check_parquet_files, files_of
+from schemas.arrow import PIN_PROFILE
+from schemas.lake import table_dir
 from towerline.core.contracts import DEFAULT_MODEL_NAME
+from towerline.core.errors import EXIT_INTERRUPTED, TowerlineError
 from towerline.core.featurestore import write_online
+
+
+class EncodeInterrupted(TowerlineError):
+    """Ctrl-C stopped the job; the message says what was published. A TowerlineError, not a
+    KeyboardInterrupt, so the CLI prints it as one line (exit 130)."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +94,14 @@ def resolve_spec(cfg: EncodeConfig) -> EncodeSpec:
     )
 
 
+def check_inputs(lake: Path, globs: Sequence[str]) -> None:
+    """The offsite files the pipeline reads and the pins every worker loads must be
+    readable Parquet of the lake schema (``batch.lake_check``)."""
+    check_parquet_files(files_of(globs), "offsite_conversions", EVENT_COLUMNS)
+    pins = files_of([str(table_dir(lake, "pins") / "*.parquet")])
+    check_parquet_files(pins, "pins", PIN_PROFILE.names)
+
+
 def run_encode(
     cfg: EncodeConfig,
     pipeline_args: Sequence[str] | None = None,
@@ -88,19 +113,34 @@ def run_encode(
     log = log or sys.stderr
     spec = resolve_spec(cfg)
     globs = offsite_globs(Path(cfg.lake), cfg.day, cfg.lookback_days)
+    check_inputs(Path(cfg.lake), globs)  # before the lock and staging dirs exist
     paths = out.OutputPaths.of(Path(cfg.lake), cfg.day, spec.version)
     start = time.perf_counter()
     with out.exclusive(paths):
         out.recover(paths)
+        _refuse_other_models_states(paths, cfg.model_name)
         try:
             counts = _encode_to_staging(cfg, spec, globs, paths, pipeline_args, log)
             out.verify_events(counts.get("events"), out.source_rows(globs))
             rows = out.verify_staging(paths.staging, counts.get("users"))
+            out.write_manifest(paths.staging, _manifest(cfg, spec, rows))
             out.publish(paths)
+        except KeyboardInterrupt:
+            out.recover(paths)  # a swap caught between its two renames is put back now
+            raise EncodeInterrupted(
+                f"interrupted: the encode of dt={cfg.day} {spec.version} stopped before "
+                f"publishing; {paths.final.parent} was left as it was"
+            ) from None
         finally:
             shutil.rmtree(paths.staging, ignore_errors=True)  # a failed run leaves nothing
         offline_s = time.perf_counter() - start
-        online = _write_online(store, cfg, paths, spec.version, log)
+        try:
+            online = _write_online(store, cfg, paths, spec.version, log)
+        except KeyboardInterrupt:
+            raise EncodeInterrupted(
+                f"interrupted during the online write: {paths.final} is published, the "
+                "online store holds part of it; rerun the same command to complete it"
+            ) from None
     total_s = time.perf_counter() - start
     return {
         "dt": cfg.day.isoformat(),
@@ -114,6 +154,32 @@ def run_encode(
         "users_per_s": round(rows / offline_s, 1) if offline_s else None,
         **online,
         "total_s": round(total_s, 3),
+    }
+
+
+def _refuse_other_models_states(paths: out.OutputPaths, model_name: str) -> None:
+    """States are keyed by version alone (offline and online): replacing another model's
+    states of the same version and day would hand them to that model's serving."""
+    written_by = (out.read_manifest(paths.final) or {}).get("model_name", model_name)
+    if written_by != model_name:
+        raise out.EncodeOutputError(
+            f"{paths.final} holds the states of model {written_by!r}, not {model_name!r}; "
+            "give each model its own lake (states are keyed by version only)"
+        )
+
+
+def _manifest(cfg: EncodeConfig, spec: EncodeSpec, rows: int) -> dict[str, Any]:
+    """Who wrote a day's states (``encode_output.STATE_MANIFEST``); no clock in it, so a
+    rerun writes an identical file."""
+    from model.registry import verify_version
+
+    files = verify_version(Path(cfg.registry), cfg.model_name, spec.version)["files"]
+    return {
+        "model_name": cfg.model_name,
+        "model_version": spec.version,
+        "dt": cfg.day.isoformat(),
+        "rows": rows,
+        "encoder_sha256": files.get("encoder.pt"),
     }
 
 

@@ -4,7 +4,11 @@ Offline layout: ``<lake>/user_history_state/dt=DATE/<version>/part-SSSSS.parquet
 per hash shard, rows sorted by user_id). The version directory lets the states of two
 model versions for one day live side by side (a retrain encodes vN+1 while vN serves);
 its name has no ``=`` so Hive readers (Feast's dask offline store) do not turn it into a
-second ``model_version`` column.
+second ``model_version`` column. Beside the part files, ``_manifest.json`` records which
+model wrote them (``{model_name, model_version, dt, rows, encoder_sha256}``): rows carry
+only the version, and ``towerline publish`` must not take ``other`` v1 for ``two_tower``
+v1. Names starting with ``_`` are skipped by pyarrow and dask, so readers see only rows;
+partitions written before the manifest existed have none and stay readable.
 
 A run writes every file into a hidden staging directory beside the table
 (``.staging-dt=DATE-<version>``; pyarrow and dask skip names starting with ``.``), then
@@ -21,6 +25,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import glob
+import json
 import os
 import shutil
 import sys
@@ -28,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -38,9 +43,11 @@ import pyarrow.parquet as pq
 from schemas.arrow import USER_HISTORY_STATE
 from schemas.lake import partition_dir, partitions, table_dir
 from towerline.core.errors import RefusedError
+from towerline.core.names import check_version
 
 STATE_TABLE = "user_history_state"
 PART_GLOB = "part-*.parquet"
+STATE_MANIFEST = "_manifest.json"
 # Floats do not compress; only the constant model_version column is worth a dictionary.
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": ["model_version"]}
 
@@ -60,6 +67,7 @@ class OutputPaths:
 
     @classmethod
     def of(cls, lake: Path, day: dt.date, version: str) -> OutputPaths:
+        check_version(version)  # it becomes a directory name in the lake
         root = table_dir(Path(lake), STATE_TABLE)
         hidden = f"dt={day.isoformat()}-{version}"
         return cls(
@@ -133,6 +141,28 @@ def verify_events(seen: int | None, expected: int) -> None:
         raise EncodeOutputError(
             f"the pipeline saw {seen:,} of {expected:,} offsite events; not publishing"
         )
+
+
+def write_manifest(staging: Path, doc: dict[str, Any]) -> None:
+    """Record who wrote the staged rows (published with them by the same rename)."""
+    (Path(staging) / STATE_MANIFEST).write_text(json.dumps(doc, indent=2, sort_keys=True))
+
+
+def read_manifest(version_dir: Path) -> dict[str, Any] | None:
+    """The ``_manifest.json`` of a published ``dt=DATE/<version>`` (None: written before
+    manifests existed, or not by the encode job)."""
+    path = Path(version_dir) / STATE_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except ValueError as exc:
+        raise EncodeOutputError(
+            f"{path} is not valid JSON ({exc}); re-run the encode job for that day"
+        ) from exc
+    if not isinstance(doc, dict):
+        raise EncodeOutputError(f"{path} is not a JSON object; re-run the encode job")
+    return doc
 
 
 def publish(paths: OutputPaths) -> None:

@@ -37,6 +37,7 @@ from apache_beam.io.parquetio import ReadFromParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch.corpus import CORPUS_FILE, resolve_snapshot
+from batch.interrupt import stop_workers_on_interrupt
 from model.artifacts import load_config, load_item_tower
 from model.registry import verify_version
 from towerline.core.ann import (
@@ -271,7 +272,8 @@ def run_index(
         build = BuildIndex(str(staging), params or HnswParams(), threads, facts, calibrate)
         pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args or []))
         build_pipeline(pipeline, snapshot / CORPUS_FILE, registry, build)
-        pipeline.run().wait_until_finish()
+        with stop_workers_on_interrupt():  # Ctrl-C: kill the worker processes, end at once
+            pipeline.run().wait_until_finish()
         meta = read_metadata(staging)
         if meta["dim"] != dim:
             raise IndexJobError(f"embeddings have dim {meta['dim']}, the model says {dim}")

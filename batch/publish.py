@@ -7,12 +7,17 @@ order, and refuses with a message naming what is missing:
 1. an index of V in INDEXES whose ``index.bin`` matches its sha256, built from the item
    tower V has in the registry (same sha256);
 2. ``user_history_state`` rows of V in the lake (``<lake>/user_history_state/dt=*/``,
-   newest partition first);
+   newest partition first), written by this model: the partition's ``_manifest.json``
+   (``batch.encode_output``) must name the model and the registry's encoder of V (a
+   partition from before manifests is taken for the default model only);
 3. with a Feast store: the online store answers a sample of those users for
    ``model_version=V``.
 
 Only then is ``<INDEXES>/<model_name>/serving.json`` replaced (``os.replace`` after fsync),
-naming the version and its index directory; a refused publish leaves it untouched.
+naming the version and its index directory; a refused publish leaves it untouched. Around
+that replace the registry's ``pinned.json`` is rewritten (``model.registry.pin_versions``)
+so registry pruning never deletes the served version or its previous one: first widened to
+old and new, then narrowed to what ``serving.json`` names.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from model.registry import RegistryError, resolve_version, verify_version
+from batch.encode_output import read_manifest
+from model.registry import RegistryError, pin_versions, resolve_version, verify_version
 from schemas.arrow import USER_HISTORY_STATE
 from schemas.lake import partition_dir, partitions
 from towerline.core.ann import (
@@ -42,6 +48,7 @@ from towerline.core.contracts import DEFAULT_MODEL_NAME
 from towerline.core.errors import RefusedError
 from towerline.core.featurestore import read_online
 from towerline.core.files import write_json_atomic
+from towerline.core.names import version_problem
 
 HISTORY_VIEW = "user_history_state"
 
@@ -71,8 +78,11 @@ def find_index(indexes: Path, model_name: str, version: str) -> tuple[Path, dict
     raise PublishError(f"{model_name} {version} has no intact index: {'; '.join(problems)}")
 
 
-def check_item_tower(meta: dict[str, Any], registry: Path, model_name: str, version: str) -> None:
-    """The index must come from the item tower the registry holds for ``version``."""
+def check_item_tower(
+    meta: dict[str, Any], registry: Path, model_name: str, version: str
+) -> dict[str, str]:
+    """The index must come from the item tower the registry holds for ``version``.
+    Returns the version's verified file -> sha256."""
     try:
         files = verify_version(registry, model_name, version)["files"]
     except RegistryError as exc:
@@ -82,11 +92,19 @@ def check_item_tower(meta: dict[str, Any], registry: Path, model_name: str, vers
             f"index {meta['model_version']} ({meta['built_at']}) was built from another item "
             f"tower than {model_name} {version} in {registry}; rebuild the index"
         )
+    return files
 
 
-def offline_states(lake: Path, version: str, sample: int) -> dict[str, Any]:
+def offline_states(
+    lake: Path,
+    version: str,
+    sample: int,
+    model_name: str = DEFAULT_MODEL_NAME,
+    encoder_sha256: str | None = None,
+) -> dict[str, Any]:
     """Newest ``user_history_state`` partition holding rows of ``version``: {partition,
-    rows, sample_users (up to ``sample`` ids spread over the partition)}."""
+    rows, sample_users (up to ``sample`` ids spread over the partition)}. Refuses rows
+    another model (or another encoder than ``encoder_sha256``) wrote."""
     for day in reversed(partitions(lake, HISTORY_VIEW)):
         # The whole dt= directory: the encode job nests one folder per version in it.
         states = ds.dataset(
@@ -94,6 +112,9 @@ def offline_states(lake: Path, version: str, sample: int) -> dict[str, Any]:
         )
         table = states.to_table(columns=["user_id"], filter=pc.field("model_version") == version)
         if table.num_rows:
+            check_writer(
+                partition_dir(lake, HISTORY_VIEW, day) / version, model_name, encoder_sha256
+            )
             users = np.unique(table["user_id"].to_numpy())
             picks = np.unique(np.linspace(0, len(users) - 1, min(sample, len(users))).astype(int))
             return {
@@ -105,6 +126,30 @@ def offline_states(lake: Path, version: str, sample: int) -> dict[str, Any]:
         f"no {HISTORY_VIEW} rows for model_version {version!r} under {Path(lake) / HISTORY_VIEW}; "
         f"run the daily encode job with {version} first"
     )
+
+
+def check_writer(states_dir: Path, model_name: str, encoder_sha256: str | None) -> None:
+    """The states in ``states_dir`` (``dt=DATE/<version>``) must come from ``model_name``'s
+    encoder: rows are keyed by version only, and v1 of two models are different models."""
+    manifest = read_manifest(states_dir)
+    rerun = f"re-run `towerline batch encode --model-name {model_name}` for that day"
+    if manifest is None:
+        if model_name != DEFAULT_MODEL_NAME:
+            raise PublishError(
+                f"{states_dir} does not record which model wrote it (no _manifest.json, "
+                f"written before manifests); {rerun}"
+            )
+        return  # a partition from before manifests: taken as the default model's
+    if manifest.get("model_name") != model_name:
+        raise PublishError(
+            f"the states in {states_dir} were written by model {manifest.get('model_name')!r}, "
+            f"not {model_name!r}; {rerun}"
+        )
+    if encoder_sha256 and manifest.get("encoder_sha256") not in (None, encoder_sha256):
+        raise PublishError(
+            f"the states in {states_dir} were encoded by another encoder than {model_name} "
+            f"{manifest.get('model_version')} in the registry; {rerun}"
+        )
 
 
 def online_states(store: feast.FeatureStore, version: str, users: list[int]) -> int:
@@ -137,8 +182,8 @@ def publish(
     except RegistryError as exc:
         raise PublishError(str(exc)) from exc
     path, meta = find_index(indexes, model_name, version)
-    check_item_tower(meta, Path(registry), model_name, version)
-    states = offline_states(Path(lake), version, sample)
+    files = check_item_tower(meta, Path(registry), model_name, version)
+    states = offline_states(Path(lake), version, sample, model_name, files.get("encoder.pt"))
     if store is not None:
         states["online_sampled"] = online_states(store, version, states["sample_users"])
     root = model_root(indexes, model_name)
@@ -151,7 +196,23 @@ def publish(
         "corpus_snapshot": meta["corpus_snapshot"],
         "published_at": (now or dt.datetime.now(dt.UTC)).isoformat(),
         "history_states": {k: v for k, v in states.items() if k != "sample_users"},
-        "previous": {k: old[k] for k in ("model_version", "dir", "published_at")} if old else None,
+        "previous": {k: old.get(k) for k in ("model_version", "dir", "published_at")}
+        if old
+        else None,
     }
+    before = {"serving": version, "previous": _version_of(old), "retiring": _previous_of(old)}
+    pin_versions(Path(registry), model_name, before)  # pruning keeps old and new meanwhile
     write_json_atomic(root / SERVING, doc)
+    pin_versions(Path(registry), model_name, {"serving": version, "previous": _version_of(old)})
     return doc
+
+
+def _version_of(pointer: dict[str, Any] | None) -> str | None:
+    """The model version a ``serving.json`` (or its ``previous``) names, if it is one."""
+    version = (pointer or {}).get("model_version")
+    return version if version_problem(version) is None else None
+
+
+def _previous_of(pointer: dict[str, Any] | None) -> str | None:
+    previous = (pointer or {}).get("previous")
+    return _version_of(previous) if isinstance(previous, dict) else None

@@ -20,6 +20,7 @@ from model.lake_io import LakeData, Window, load_lake
 from model.protocol import leave_one_out_split, popularity_scores
 from model.registry import load_document
 from model.train import Validator, train_model
+from schemas.lake import LakeError
 from towerline.core.contracts import DEFAULT_MODEL_NAME
 
 HOLDOUTS = ("none", "leave-one-out")
@@ -100,12 +101,15 @@ def run_evaluate(
     (or ``window``), with and without subject-pin context, and for most-popular."""
     if threads:
         torch.set_num_threads(threads)
+    if not Path(lake).is_dir():
+        raise LakeError(f"no lake at {lake}; pass the --lake the version was trained on")
     version, model = load_model(registry, version, model_name)
     trained_on = load_document(registry, model_name, version, "window")
     window = window or Window.from_json(trained_on)
     data = load_lake(lake, window=window, cfg=model.cfg)
     full = data.offsite
     split = leave_one_out_split(full.user, full.ts)
+    _require_targets(lake, window, len(full), len(split.test), f"{model_name} {version}")
     source = make_source(full, data.catalog, data.engagements, data.users, model.cfg)
     train_cols, _ = data.catalog.index_of(full.pin[split.train])
     popularity = popularity_scores(train_cols, len(data.catalog))
@@ -123,3 +127,18 @@ def run_evaluate(
         "seen_target": seen_target,
         "seen_target_share": round(seen_share(source, targets), 4),
     }
+
+
+def _require_targets(lake: Path, window: Window, events: int, targets: int, model: str) -> None:
+    """Metrics over no targets would print as 0.0 and read as a (terrible) result."""
+    span = f"{window.start}..{window.end}"
+    if events == 0:
+        raise LakeError(
+            f"no offsite_conversions events in {lake} in the window {span} of {model}; "
+            "pass the lake it was trained on"
+        )
+    if targets == 0:
+        raise LakeError(
+            f"no user in {lake} has the 3 offsite events in {span} that leave-one-out needs "
+            f"({events} events); nothing to evaluate {model} on"
+        )

@@ -4,8 +4,14 @@ A version holds one ``<part>.pt`` state dict per model part, JSON documents
 (``config.json``, ``window.json``, ``metrics.json``) and ``manifest.json`` with the
 sha256 of every other file. A version appears atomically (written under a temporary
 name, then renamed), ``versions.json`` lists the kept versions, and only the last
-``keep`` survive. Loading verifies every sha256 first and reads weights with
-``weights_only=True``, so a tampered or truncated file fails loudly, never silently.
+``keep`` survive, plus any version ``pinned.json`` names. Loading verifies every sha256
+first and reads weights with ``weights_only=True``, so a tampered or truncated file fails
+loudly, never silently.
+
+``pinned.json`` (``{"model_name", "pinned": {role: version}, "updated_at"}``) is written
+by ``towerline publish``: the version ``serving.json`` names and its previous one. The
+registry does not read the index store, so this file is how it knows what is live;
+pruning never deletes a pinned version, whatever ``keep`` says.
 """
 
 from __future__ import annotations
@@ -22,9 +28,11 @@ import torch
 
 from towerline.core.errors import EXIT_FAILED, InputError
 from towerline.core.files import sha256_file, write_json_atomic
+from towerline.core.names import check_name, check_version
 
 MANIFEST = "manifest.json"
 VERSIONS = "versions.json"
+PINNED = "pinned.json"
 _VERSION = re.compile(r"^v(\d+)$")
 
 
@@ -39,7 +47,14 @@ class IntegrityError(RegistryError):
 
 
 def model_dir(registry: Path, model_name: str) -> Path:
-    return Path(registry) / model_name
+    """``REGISTRY/<model_name>``; a name that is not a plain name (``../x``) is refused, so
+    no caller can write or prune outside the registry."""
+    return Path(registry) / check_name(model_name)
+
+
+def version_dir(registry: Path, model_name: str, version: str) -> Path:
+    """``REGISTRY/<model_name>/<version>`` for a version name ``v1``, ``v2``, …"""
+    return model_dir(registry, model_name) / check_version(version)
 
 
 def list_versions(registry: Path, model_name: str) -> list[str]:
@@ -115,14 +130,47 @@ def _write_listing(registry: Path, model_name: str) -> None:
     write_json_atomic(root / VERSIONS, {"model_name": model_name, "versions": rows})
 
 
+def pinned_versions(registry: Path, model_name: str) -> dict[str, str]:
+    """role -> version of what ``pinned.json`` protects ({} when there is none)."""
+    path = model_dir(registry, model_name) / PINNED
+    if not path.is_file():
+        return {}
+    try:
+        pinned = json.loads(path.read_text())["pinned"]
+    except (ValueError, KeyError, TypeError) as exc:
+        # Pruning on a guess could delete the live version: refuse until it is repaired.
+        raise RegistryError(
+            f"{path} is not a pin list ({exc}); re-run `towerline publish` to rewrite it"
+        ) from exc
+    return {role: v for role, v in pinned.items() if isinstance(v, str)}
+
+
+def pin_versions(
+    registry: Path, model_name: str, pinned: dict[str, str | None], now: dt.datetime | None = None
+) -> dict[str, str]:
+    """Replace ``pinned.json`` with ``pinned`` (role -> version; None entries dropped)."""
+    roles = {role: check_version(v, f"pinned {role} version") for role, v in pinned.items() if v}
+    doc = {
+        "model_name": model_name,
+        "pinned": roles,
+        "updated_at": (now or dt.datetime.now(dt.UTC)).isoformat(),
+    }
+    root = model_dir(registry, model_name)
+    root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / PINNED, doc)
+    return roles
+
+
 def prune(registry: Path, model_name: str, keep: int) -> list[str]:
-    """Delete all but the newest ``keep`` versions; returns the deleted ones."""
+    """Delete all but the newest ``keep`` versions, never a pinned one (see the module
+    docstring); returns the deleted ones."""
     if keep < 1:
         raise RegistryError(f"keep must be >= 1, got {keep}")
     versions = list_versions(registry, model_name)
-    doomed = versions[:-keep]
+    pinned = set(pinned_versions(registry, model_name).values())
+    doomed = [v for v in versions[:-keep] if v not in pinned]
     for version in doomed:
-        shutil.rmtree(model_dir(registry, model_name) / version)
+        shutil.rmtree(version_dir(registry, model_name, version))
     if doomed:
         _write_listing(registry, model_name)
     return doomed
@@ -130,7 +178,7 @@ def prune(registry: Path, model_name: str, keep: int) -> list[str]:
 
 def verify_version(registry: Path, model_name: str, version: str) -> dict[str, Any]:
     """Check every file against the manifest; returns the manifest."""
-    root = model_dir(registry, model_name) / version
+    root = version_dir(registry, model_name, version)
     if not (root / MANIFEST).is_file():
         raise RegistryError(f"{root} is not a model version (no {MANIFEST})")
     manifest = json.loads((root / MANIFEST).read_text())
@@ -151,7 +199,7 @@ def verify_version(registry: Path, model_name: str, version: str) -> dict[str, A
 def load_weights(registry: Path, model_name: str, version: str, part: str) -> dict[str, Any]:
     """The verified state dict of ``part``, loaded with ``weights_only=True``."""
     verify_version(registry, model_name, version)
-    path = model_dir(registry, model_name) / version / f"{part}.pt"
+    path = version_dir(registry, model_name, version) / f"{part}.pt"
     if not path.is_file():
         raise RegistryError(f"{model_name} {version} has no part {part!r}")
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -160,7 +208,7 @@ def load_weights(registry: Path, model_name: str, version: str, part: str) -> di
 def load_document(registry: Path, model_name: str, version: str, name: str) -> dict[str, Any]:
     """A verified JSON document (config, window, metrics) of a version."""
     verify_version(registry, model_name, version)
-    path = model_dir(registry, model_name) / version / f"{name}.json"
+    path = version_dir(registry, model_name, version) / f"{name}.json"
     if not path.is_file():
         raise RegistryError(f"{model_name} {version} has no document {name!r}")
     return json.loads(path.read_text())

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from batch.corpus import CORPUS_FILE, MAP_FILE, resolve_snapshot, run_corpus
 from batch.corpus_steps import BuildCorpus, CorpusConfig, CorpusError, decayed_scores
 from schemas.arrow import ENGAGEMENT, PIN_PROFILE
+from schemas.lake import LakeError
 from towerline.cli.batch_index import batch_corpus_cmd
 from towerline.world import WorldConfig, generate
 
@@ -231,3 +232,23 @@ def test_cli_takes_pipeline_options_after_double_dash(tmp_path: Path) -> None:
     assert manifest["num_items"] == 2 and manifest["weights"]["SHARE"] == 0.0
     bad = CliRunner().invoke(app, [*args[:7], "--weights", "CLICK"])
     assert bad.exit_code == 2 and "ACTION=WEIGHT" in bad.output
+
+
+def test_a_bad_input_file_is_named_and_no_output_directory_appears(tmp_path: Path) -> None:
+    lake = write_lake(tmp_path / "lake")
+    bad = sorted((lake / "engagements").rglob("*.parquet"))[-1]
+    bad.write_bytes(b"PAR1 not really")
+    with pytest.raises(LakeError, match="not a readable Parquet file") as err:
+        run_corpus(lake, CorpusConfig(DAY, H, top_m=3), out=tmp_path / "out")
+    assert str(bad) in str(err.value) and err.value.exit_code == 2
+    assert not (tmp_path / "out").exists()
+    pq.write_table(pa.table({"pin_id": ["a"], "action": ["SAVE"]}), bad)
+    with pytest.raises(LakeError, match="column 'pin_id' is string, the engagements table"):
+        run_corpus(lake, CorpusConfig(DAY, H, top_m=3))
+    assert not (lake / "corpus").exists()
+    other = write_lake(tmp_path / "other")  # good engagements, pins without a column
+    pins = other / "pins" / "part-0.parquet"
+    pq.write_table(pins_table().drop_columns(["image_signature"]), pins)
+    with pytest.raises(LakeError, match="no column 'image_signature'"):
+        run_corpus(other, CorpusConfig(DAY, H, top_m=3))
+    assert not (other / "corpus").exists()

@@ -34,7 +34,7 @@ from batch.encode_job import EncodeConfig, resolve_spec, run_encode
 from model.artifacts import load_encoder
 from model.features import build_encoder_inputs, sequence_events
 from model.lake_io import Window, read_events, read_pins
-from schemas.lake import partitions, read_partition
+from schemas.lake import LakeError, partitions, read_partition
 from towerline.cli.batch_encode import batch_encode_cmd
 from towerline.cli.options import BEAM_CONTEXT
 from towerline.core.contracts import CONVERSION_ACTIONS
@@ -306,3 +306,49 @@ def test_a_run_that_lost_events_publishes_nothing(
 def test_multi_threading_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="multi_threading loses elements"):
         pipeline_options(["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
+
+
+def test_published_states_record_the_model_that_wrote_them(lake: Path, registry: Path) -> None:
+    summary = run_encode(config(lake, registry, version="v1"), IN_MEMORY, store=None)
+    final = lake / "user_history_state/dt=2025-06-30/v1"
+    manifest = json.loads((final / out.STATE_MANIFEST).read_text())
+    encoder_sha = json.loads((registry / "two_tower/v1/manifest.json").read_text())["files"]
+    assert manifest == {
+        "model_name": "two_tower",
+        "model_version": "v1",
+        "dt": "2025-06-30",
+        "rows": summary["rows"],
+        "encoder_sha256": encoder_sha["encoder.pt"],
+    }
+    assert offline(lake, END).num_rows == summary["rows"]  # readers skip the manifest
+    # States are keyed by version only: another model's day is never replaced.
+    (final / out.STATE_MANIFEST).write_text(json.dumps({**manifest, "model_name": "other"}))
+    before = {p: p.read_bytes() for p in final.iterdir()}
+    with pytest.raises(out.EncodeOutputError, match="states of model 'other', not 'two_tower'"):
+        run_encode(config(lake, registry, version="v1"), IN_MEMORY, store=None)
+    assert {p: p.read_bytes() for p in final.iterdir()} == before
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda path: path.write_bytes(path.read_bytes()[:-100]), "not a readable Parquet file"),
+        (
+            lambda path: pq.write_table(pa.table({"user_id": ["1"], "pin_id": [2]}), path),
+            "column 'user_id' is string, the offsite_conversions table needs int64",
+        ),
+        (
+            lambda path: pq.write_table(pa.table({"user_id": [1], "pin_id": [2]}), path),
+            "no column 'action'",
+        ),
+    ],
+)
+def test_a_bad_offsite_file_is_named_before_anything_is_written(
+    lake: Path, registry: Path, damage, needle: str
+) -> None:
+    bad = sorted((lake / "offsite_conversions/dt=2025-06-29").glob("*.parquet"))[0]
+    damage(bad)
+    with pytest.raises(LakeError, match=needle) as err:
+        run_encode(config(lake, registry, version="v1"), IN_MEMORY, store=None)
+    assert str(bad) in str(err.value) and err.value.exit_code == 2
+    assert not (lake / "user_history_state").exists()  # no lock, no staging, nothing

@@ -31,10 +31,13 @@ from towerline.core.ann import (
     current_dir,
     list_indexes,
     new_staging,
+    prune,
     publish_index,
     read_pointer,
     rollback,
 )
+from towerline.core.ann.interests import INTERESTS_FILE
+from towerline.core.errors import InputError
 from towerline.core.files import write_json_atomic
 from towerline.world import WorldConfig, generate
 
@@ -138,7 +141,7 @@ def test_run_index_publishes_an_index_with_recall(world: dict[str, Path]) -> Non
     meta = run_index(world["snapshot"], world["registry"], "v1", out, threads=2, now=T0)
     path = Path(meta["path"])
     assert path == out / "two_tower" / "v1-20250701T030000Z"
-    assert sorted(p.name for p in path.iterdir()) == ["index.bin", "metadata.json"]
+    assert sorted(p.name for p in path.iterdir()) == ["index.bin", "metadata.json", INTERESTS_FILE]
     on_disk = json.loads((path / "metadata.json").read_text())
     assert set(on_disk) >= DESIGN_KEYS and on_disk["corpus_snapshot"] == world["snapshot"].name
     manifest = json.loads((world["registry"] / "two_tower" / "v1" / "manifest.json").read_text())
@@ -204,3 +207,41 @@ def test_cli_index_and_rollback(world: dict[str, Path], tmp_path: Path) -> None:
         "batch", "index", "--corpus", str(tmp_path), "--registry", "x", "--indexes", "y"
     )
     assert_user_error(result, 2, "not a corpus snapshot")
+
+
+def test_pruning_keeps_what_serving_json_and_its_previous_name(tmp_path: Path) -> None:
+    times = [T0 + dt.timedelta(hours=h) for h in range(4)]
+    names = [
+        publish_index(_stage(tmp_path, f"v{i + 1}", t), tmp_path, "two_tower", 4, t).name
+        for i, t in enumerate(times)
+    ]
+    serving = {"dir": names[1], "previous": {"model_version": "v1", "dir": names[0]}}
+    write_json_atomic(tmp_path / "two_tower" / SERVING, serving)
+    later = T0 + dt.timedelta(days=1)
+    publish_index(_stage(tmp_path, "v5", later), tmp_path, "two_tower", 1, later)
+    kept = [p.name for p, _ in list_indexes(tmp_path, "two_tower")]
+    assert kept == [names[0], names[1], "v5-20250702T030000Z"]
+
+
+def test_a_broken_serving_pointer_stops_pruning(tmp_path: Path) -> None:
+    for h in range(2):
+        t = T0 + dt.timedelta(hours=h)
+        publish_index(_stage(tmp_path, f"v{h + 1}", t), tmp_path, "two_tower", 3, t)
+    (tmp_path / "two_tower" / SERVING).write_text('{"dir": ')
+    with pytest.raises(AnnError, match="serving.json is not valid JSON"):
+        prune(tmp_path, "two_tower", 1)
+    assert len(list_indexes(tmp_path, "two_tower")) == 2
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/../b", ".."])
+def test_index_store_refuses_model_names_that_are_paths(tmp_path: Path, name: str) -> None:
+    store = tmp_path / "indexes"
+    for call in (
+        lambda: new_staging(store, name),
+        lambda: prune(store, name, 1),
+        lambda: rollback(store, name, T0),
+        lambda: list_indexes(store, name),
+    ):
+        with pytest.raises(InputError, match="not a plain name"):
+            call()
+    assert not any(tmp_path.rglob("*"))

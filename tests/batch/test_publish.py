@@ -13,9 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from batch.encode_output import STATE_MANIFEST
 from batch.publish import PublishError, publish
 from model.artifacts import TwoTower, save_model
 from model.config import ModelConfig
+from model.registry import list_versions, pinned_versions
 from schemas.arrow import USER_HISTORY_STATE
 from tests.cli.cli_kit import assert_user_error, towerline_here
 from towerline.core.ann import SERVING, HnswIndex, new_staging, publish_index, read_pointer
@@ -24,6 +26,7 @@ from towerline.core.featurestore import apply_repo, open_store, write_online
 DAY = dt.date(2025, 6, 30)
 NOW = dt.datetime(2025, 7, 1, 2, tzinfo=dt.UTC)
 USERS = list(range(1, 41))
+CFG = ModelConfig(pin_buckets=256, interest_vocab=16, dim=8, d_model=8, ff=16, head_hidden=16)
 
 
 def write_states(lake: Path, version: str, store: feast.FeatureStore | None = None) -> None:
@@ -45,23 +48,42 @@ def write_states(lake: Path, version: str, store: feast.FeatureStore | None = No
         write_online(store, "user_history_state", table)
 
 
-def item_tower_sha(registry: Path, version: str) -> str:
-    manifest = json.loads((registry / "two_tower" / version / "manifest.json").read_text())
+def item_tower_sha(registry: Path, version: str, model: str = "two_tower") -> str:
+    manifest = json.loads((registry / model / version / "manifest.json").read_text())
     return manifest["files"]["item_tower.pt"]
 
 
-def build_index(indexes: Path, registry: Path, version: str, tower_sha: str | None = None) -> Path:
+def build_index(
+    indexes: Path,
+    registry: Path,
+    version: str,
+    tower_sha: str | None = None,
+    model: str = "two_tower",
+) -> Path:
     meta = {
-        "model_name": "two_tower",
+        "model_name": model,
         "model_version": version,
         "built_at": NOW.isoformat(),
         "corpus_snapshot": "corpus-20250630-abc",
-        "sha256": {"item_tower": tower_sha or item_tower_sha(registry, version)},
+        "sha256": {"item_tower": tower_sha or item_tower_sha(registry, version, model)},
     }
-    staging = new_staging(indexes, "two_tower")
+    staging = new_staging(indexes, model)
     vectors = np.random.default_rng(0).standard_normal((30, 8)).astype(np.float32)
     HnswIndex.build(np.arange(30), vectors, metadata=meta).save(staging)
-    return publish_index(staging, indexes, "two_tower", 3, NOW)
+    return publish_index(staging, indexes, model, 3, NOW)
+
+
+def write_manifest(lake: Path, version: str, **fields: object) -> None:
+    """The ``_manifest.json`` the encode job writes beside a day's states."""
+    doc = {"model_name": "two_tower", "model_version": version, "dt": DAY.isoformat(), **fields}
+    part = lake / "user_history_state" / f"dt={DAY.isoformat()}" / version
+    (part / STATE_MANIFEST).write_text(json.dumps(doc))
+
+
+def small_registry(root: Path, versions: int, model: str = "two_tower") -> Path:
+    for seed in range(versions):
+        save_model(root, TwoTower.build(CFG, seed=seed), {"start": "x"}, {}, model_name=model)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +91,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Registry with v1..v3; lake and Feast (SQLite) holding history states of v1 only."""
     root = tmp_path_factory.mktemp("publish")
     registry, lake = root / "registry", root / "lake"
-    cfg = ModelConfig(pin_buckets=256, interest_vocab=16, dim=8, d_model=8, ff=16, head_hidden=16)
-    for seed in range(3):
-        save_model(registry, TwoTower.build(cfg, seed=seed), {"start": "x"}, {})
+    small_registry(registry, 3)
     lake.mkdir()
     store = open_store(
         online="sqlite", project=f"tl_pub_{uuid.uuid4().hex[:10]}", data_dir=root / "feast"
@@ -130,3 +150,36 @@ def test_cli_publish_refusal(env: dict, tmp_path: Path) -> None:
     args = ["publish", "--version", "v2", "--registry", str(env["registry"])]
     args += ["--indexes", str(tmp_path), "--lake", str(env["lake"]), "--no-online-check"]
     assert_user_error(towerline_here(*args), 1, "no user_history_state rows for model_version 'v2'")
+
+
+def test_publish_pins_what_serving_names_so_training_never_prunes_it(tmp_path: Path) -> None:
+    registry, lake, indexes = small_registry(tmp_path / "reg", 3), tmp_path / "lake", tmp_path
+    for version in ("v1", "v2"):
+        write_states(lake, version)
+        build_index(indexes, registry, version)
+    publish("v1", registry, indexes, lake, now=NOW)
+    assert pinned_versions(registry, "two_tower") == {"serving": "v1"}
+    publish("v2", registry, indexes, lake, now=NOW)
+    assert pinned_versions(registry, "two_tower") == {"serving": "v2", "previous": "v1"}
+    save_model(registry, TwoTower.build(CFG, seed=9), {"start": "x"}, {}, keep=1)
+    assert list_versions(registry, "two_tower") == ["v1", "v2", "v4"]  # v3 was pruned
+
+
+def test_publish_refuses_the_states_of_another_model(tmp_path: Path) -> None:
+    registry = small_registry(tmp_path / "reg", 1)
+    small_registry(registry, 1, model="other")
+    lake, indexes = tmp_path / "lake", tmp_path / "indexes"
+    write_states(lake, "v1")
+    build_index(indexes, registry, "v1", model="other")
+    # A partition from before manifests: taken for the default model only.
+    with pytest.raises(PublishError, match="does not record which model wrote it"):
+        publish("v1", registry, indexes, lake, model_name="other")
+    write_manifest(lake, "v1")
+    with pytest.raises(PublishError, match="written by model 'two_tower', not 'other'"):
+        publish("v1", registry, indexes, lake, model_name="other")
+    write_manifest(lake, "v1", model_name="other", encoder_sha256="0" * 64)
+    with pytest.raises(PublishError, match="encoded by another encoder than other v1"):
+        publish("v1", registry, indexes, lake, model_name="other")
+    assert not (indexes / "other" / SERVING).exists()
+    write_manifest(lake, "v1", model_name="other")
+    assert publish("v1", registry, indexes, lake, model_name="other")["model_name"] == "other"

@@ -14,6 +14,7 @@ from model.artifacts import (
     save_model,
 )
 from model.config import ModelConfig
+from towerline.core.errors import InputError
 
 CFG = ModelConfig(
     pin_buckets=32, interest_vocab=8, dim=8, d_model=8, heads=2, layers=1, ff=16,
@@ -103,3 +104,43 @@ def test_weights_load_with_weights_only(tmp_path, monkeypatch):
     (root / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(Exception, match="[Ww]eights only"):
         load_encoder(tmp_path, "v1")
+
+
+def test_pinned_versions_survive_pruning_whatever_keep_says(tmp_path):
+    for seed in range(3):
+        _save(tmp_path, seed=seed)
+    reg.pin_versions(tmp_path, "two_tower", {"serving": "v1", "previous": "v2", "x": None})
+    assert reg.pinned_versions(tmp_path, "two_tower") == {"serving": "v1", "previous": "v2"}
+    _save(tmp_path, seed=3, keep=1)  # v4; v3 is neither newest nor pinned
+    assert reg.list_versions(tmp_path, "two_tower") == ["v1", "v2", "v4"]
+    reg.pin_versions(tmp_path, "two_tower", {"serving": "v4"})
+    assert reg.prune(tmp_path, "two_tower", 1) == ["v1", "v2"]
+
+
+def test_an_unreadable_pin_list_stops_pruning(tmp_path):
+    for seed in range(2):
+        _save(tmp_path, seed=seed)
+    (tmp_path / "two_tower" / reg.PINNED).write_text("{not json")
+    with pytest.raises(reg.RegistryError, match="pinned.json is not a pin list"):
+        reg.prune(tmp_path, "two_tower", 1)
+    assert reg.list_versions(tmp_path, "two_tower") == ["v1", "v2"]
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", "", ".hidden"])
+def test_model_names_that_are_not_plain_names_never_become_paths(tmp_path, name):
+    with pytest.raises(InputError, match="not a plain name"):
+        reg.model_dir(tmp_path / "registry", name)
+    with pytest.raises(InputError, match="not a plain name"):
+        save_model(tmp_path / "registry", TwoTower.build(CFG), WINDOW, {}, model_name=name)
+    with pytest.raises(InputError, match="not a plain name"):
+        reg.prune(tmp_path / "registry", name, 1)
+    assert not any(tmp_path.rglob("*"))  # nothing written anywhere
+
+
+def test_versions_that_are_not_version_names_never_become_paths(tmp_path):
+    _save(tmp_path)
+    for version in ("../v1", "v1/../../x", "latest"):
+        with pytest.raises(InputError, match="not a model version"):
+            reg.verify_version(tmp_path, "two_tower", version)
+    with pytest.raises(InputError, match="not a model version"):
+        reg.pin_versions(tmp_path, "two_tower", {"serving": "../v1"})
