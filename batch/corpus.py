@@ -36,7 +36,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch.corpus_steps import NAMESPACE, PIN_COLUMNS, BuildCorpus, CorpusConfig, CorpusError
 from batch.interrupt import stop_workers_on_interrupt
-from batch.lake_check import check_parquet_files, files_of
+from schemas.lake_check import check_parquet_files, files_of
 from schemas.lake import partition_dir, partitions, table_dir
 from towerline.core.files import publish_dir, sha256_file, write_json_atomic
 
@@ -158,7 +158,7 @@ def run_corpus(
 
 def check_inputs(lake: Path, cfg: CorpusConfig) -> None:
     """The window's engagement files and the pins files must be readable Parquet of the
-    lake schema (``batch.lake_check``); refuses naming the first bad file."""
+    lake schema (``schemas.lake_check``); refuses naming the first bad file."""
     pins_dir = table_dir(lake, "pins")
     if not pins_dir.is_dir():
         raise CorpusError(f"no pins table at {pins_dir}")

@@ -2,7 +2,7 @@
 
 Order, and what a failure at each step leaves behind:
 
-0. the input files' Parquet footers match the lake schema (``batch.lake_check``)
+0. the input files' Parquet footers match the lake schema (``schemas.lake_check``)
                                                 fails: nothing written, the file named
 1. lock (DATE, version); repair what a crashed run left (``encode_output.recover``);
    refuse a day another model's states hold (states are keyed by version only)
@@ -36,7 +36,7 @@ import feast
 from batch import encode_output as out
 from batch.encode import EncodeSpec, offsite_globs, run_pipeline
 from batch.encode_ops import EVENT_COLUMNS, end_of_day_ms
-from batch.lake_check import check_parquet_files, files_of
+from schemas.lake_check import check_parquet_files, files_of
 from schemas.arrow import PIN_PROFILE
 from schemas.lake import table_dir
 from towerline.core.contracts import DEFAULT_MODEL_NAME
@@ -96,7 +96,7 @@ def resolve_spec(cfg: EncodeConfig) -> EncodeSpec:
 
 def check_inputs(lake: Path, globs: Sequence[str]) -> None:
     """The offsite files the pipeline reads and the pins every worker loads must be
-    readable Parquet of the lake schema (``batch.lake_check``)."""
+    readable Parquet of the lake schema (``schemas.lake_check``)."""
     check_parquet_files(files_of(globs), "offsite_conversions", EVENT_COLUMNS)
     pins = files_of([str(table_dir(lake, "pins") / "*.parquet")])
     check_parquet_files(pins, "pins", PIN_PROFILE.names)

@@ -15,3 +15,7 @@ class SchemaError(InputError):
         self.field = field
         self.reason = reason
         super().__init__(f"{schema}.{field}: {reason}")
+
+
+class LakeError(InputError):
+    """The lake does not hold what was asked for."""

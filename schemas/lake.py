@@ -7,11 +7,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from schemas.arrow import LAKE_TABLES, PARTITIONED_TABLES
-from towerline.core.errors import InputError
-
-
-class LakeError(InputError):
-    """The lake does not hold what was asked for."""
+from schemas.errors import LakeError
+from schemas.lake_check import check_parquet_files
 
 
 def parse_dt(value: str) -> dt.date:
@@ -47,7 +44,7 @@ def read_partition(lake: Path, table: str, day: dt.date | str) -> pa.Table:
     path = partition_dir(lake, table, day)
     if not path.is_dir():
         raise LakeError(f"no partition {path} in the lake")
-    return ds.dataset(path, format="parquet", schema=LAKE_TABLES[table]).to_table()
+    return _read_dir(path, table)
 
 
 def read_table(lake: Path, table: str) -> pa.Table:
@@ -55,4 +52,12 @@ def read_table(lake: Path, table: str) -> pa.Table:
     path = table_dir(lake, table)
     if not path.is_dir():
         raise LakeError(f"no table {path} in the lake; run `towerline generate` first")
+    return _read_dir(path, table)
+
+
+def _read_dir(path: Path, table: str) -> pa.Table:
+    """Every Parquet file of ``path`` as the lake schema of ``table``; a file that is not
+    readable or not of that schema is named (checked first: Arrow's own error does not)."""
+    files = sorted(str(f) for f in path.glob("*.parquet"))
+    check_parquet_files(files, table, LAKE_TABLES[table].names)
     return ds.dataset(path, format="parquet", schema=LAKE_TABLES[table]).to_table()

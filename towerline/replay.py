@@ -18,15 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from schemas.arrow import LAKE_TABLES
 from schemas.codec import AvroCodec
 from schemas.errors import SchemaError
-from schemas.lake import partition_dir, read_partition
-from towerline.core.errors import InputError, TowerlineError
+from schemas.lake import read_partition
+from towerline.core.errors import TowerlineError
 from towerline.core.kafka import ProducerSettings
 
 # Lake table -> Avro subject of its rows. The topic defaults to the table name.
@@ -37,10 +35,6 @@ REPLAY_PRODUCER = ProducerSettings(client_id="towerline-replay")
 
 class ReplayError(TowerlineError):
     """The replay cannot start (unknown table, broker unreachable)."""
-
-
-class PartitionError(ReplayError, InputError):
-    """The partition's files do not hold the table's columns or types (exit 2)."""
 
 
 @dataclass(frozen=True)
@@ -158,7 +152,7 @@ def replay_partition(
 
     Returns counts; ``failed`` counts rows that did not encode and sends the broker never
     acknowledged, and ``errors`` says why, one line per kind of failure. A partition whose
-    files lack a column or hold one of the wrong type is a ``PartitionError``.
+    files lack a column or hold one of the wrong type is a ``LakeError`` naming the file.
     """
     if table not in SUBJECTS:
         raise ReplayError(f"cannot replay table {table!r}; replayable: {sorted(SUBJECTS)}")
@@ -190,22 +184,9 @@ def replay_partition(
 
 
 def _read_rows(lake: Path, table: str, dt: str) -> pa.Table:
-    """The partition sorted by event time; files that do not fit the table are refused
-    here, naming the file, rather than as one encode failure per row."""
-    schema = LAKE_TABLES[table]
-    part = partition_dir(lake, table, dt)
-    for path in sorted(part.glob("*.parquet")) if part.is_dir() else ():
-        missing = [n for n in schema.names if n not in pq.read_schema(path).names]
-        if missing:
-            raise PartitionError(
-                f"{path} has no column {', '.join(missing)}; a {table} partition needs "
-                f"{', '.join(schema.names)}"
-            )
-    try:
-        rows = read_partition(lake, table, dt)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
-        raise PartitionError(f"{part} does not match the {table} schema: {exc}") from exc
-    return rows.sort_by([("event_ts", "ascending")])
+    """The partition sorted by event time; a file that does not fit the table is refused
+    by ``read_partition``, naming it, rather than as one encode failure per row."""
+    return read_partition(lake, table, dt).sort_by([("event_ts", "ascending")])
 
 
 def _before_send(

@@ -127,7 +127,7 @@ def test_produce_refuses_a_partition_of_the_wrong_types(tmp_path: Path) -> None:
     pq.write_table(table.drop_columns(["action"]), part / "part-0.parquet")
     ran = towerline_here("produce", "engagements", "--lake", lake, "--dt", DAY,
                          "--bootstrap-servers", "127.0.0.1:1", "--no-progress")  # fmt: skip
-    assert_user_error(ran, 2, str(part / "part-0.parquet"), "no column action")
+    assert_user_error(ran, 2, str(part / "part-0.parquet"), "no column 'action'")
 
 
 def test_produce_to_an_unreachable_broker_is_one_line(tmp_path: Path) -> None:

@@ -316,3 +316,12 @@ def _alive(pids: list[int], wait_s: float) -> list[int]:
         if not running or time.monotonic() > deadline:
             return running
         time.sleep(0.1)
+
+
+def test_train_and_evaluate_name_a_corrupt_lake_file(lake: Path, registry: Path) -> None:
+    pins = sorted((lake / "pins").glob("*.parquet"))[0]
+    pins.write_bytes(b"not parquet at all")
+    ran = towerline_here("train", "--lake", lake, "--registry", registry, "--epochs", "1")
+    assert_user_error(ran, 2, str(pins), "not a readable Parquet file")
+    ran = towerline_here("evaluate", "--lake", lake, "--registry", registry)
+    assert_user_error(ran, 2, str(pins))

@@ -14,6 +14,7 @@ from kafka.future import Future
 
 from schemas.arrow import ENGAGEMENT
 from schemas.codec import AvroCodec
+from schemas.errors import LakeError
 from towerline import replay
 from towerline.replay import ReplayError, TokenBucket, replay_partition
 
@@ -200,12 +201,12 @@ def _bad_partition(root: Path, **columns) -> None:
 
 @pytest.mark.parametrize(
     ("columns", "needle"),
-    [({"action": None}, "has no column action"),
-     ({"user_id": ["u1"]}, "does not match the engagements schema")],
+    [({"action": None}, "no column 'action'"),
+     ({"user_id": ["u1"]}, "column 'user_id' is string, the engagements table needs int64")],
 )  # fmt: skip
 def test_a_partition_of_the_wrong_shape_is_refused_by_name(tmp_path, columns, needle) -> None:
     _bad_partition(tmp_path, **columns)
-    with pytest.raises(replay.PartitionError, match=needle) as err:
+    with pytest.raises(LakeError, match=needle) as err:
         replay_partition(tmp_path, DAY, "unused:9092", progress=False)
     assert err.value.exit_code == 2 and f"dt={DAY}" in str(err.value)
 

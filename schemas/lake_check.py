@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.arrow import LAKE_TABLES
-from schemas.lake import LakeError
+from schemas.errors import LakeError
 
 
 def files_of(patterns: Iterable[str]) -> list[str]:
