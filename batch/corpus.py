@@ -36,8 +36,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch.corpus_steps import NAMESPACE, PIN_COLUMNS, BuildCorpus, CorpusConfig, CorpusError
 from batch.interrupt import stop_workers_on_interrupt
-from schemas.lake_check import check_parquet_files, files_of
 from schemas.lake import partition_dir, partitions, table_dir
+from schemas.lake_check import check_parquet_files, files_of
 from towerline.core.files import publish_dir, sha256_file, write_json_atomic
 
 __all__ = ["CorpusConfig", "CorpusError", "build_pipeline", "resolve_snapshot", "run_corpus"]

@@ -36,9 +36,9 @@ import feast
 from batch import encode_output as out
 from batch.encode import EncodeSpec, offsite_globs, run_pipeline
 from batch.encode_ops import EVENT_COLUMNS, end_of_day_ms
-from schemas.lake_check import check_parquet_files, files_of
 from schemas.arrow import PIN_PROFILE
 from schemas.lake import table_dir
+from schemas.lake_check import check_parquet_files, files_of
 from towerline.core.contracts import DEFAULT_MODEL_NAME
 from towerline.core.errors import EXIT_INTERRUPTED, TowerlineError
 from towerline.core.featurestore import write_online
