@@ -57,10 +57,15 @@ class PublishError(RefusedError):
     """The version is not servable; the message names what is missing."""
 
 
-def find_index(indexes: Path, model_name: str, version: str) -> tuple[Path, dict[str, Any]]:
-    """The intact index of ``version`` to serve: ``current`` if it is one, else the newest."""
+def find_index(
+    indexes: Path, model_name: str, version: str, only_dir: str | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """The intact index of ``version`` to serve: ``current`` if it is one, else the newest
+    (``only_dir``: that build and no other, as a rollback asks)."""
     builds = [
-        p for p, meta in list_indexes(indexes, model_name) if meta["model_version"] == version
+        p
+        for p, meta in list_indexes(indexes, model_name)
+        if meta["model_version"] == version and only_dir in (None, p.name)
     ]
     if not builds:
         raise PublishError(
@@ -174,20 +179,23 @@ def publish(
     model_name: str = DEFAULT_MODEL_NAME,
     sample: int = 16,
     now: dt.datetime | None = None,
+    index_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Check ``version`` (or "latest") is servable, then point ``serving.json`` at it.
-    Returns the pointer written; raises ``PublishError`` and writes nothing otherwise."""
+    """Check ``version`` (or "latest") is servable, then point ``serving.json`` at it
+    (at the build ``index_dir`` when given). Returns the pointer written; raises
+    ``PublishError`` and writes nothing otherwise."""
     try:
         version = resolve_version(Path(registry), model_name, version)
     except RegistryError as exc:
         raise PublishError(str(exc)) from exc
-    path, meta = find_index(indexes, model_name, version)
+    path, meta = find_index(indexes, model_name, version, index_dir)
     files = check_item_tower(meta, Path(registry), model_name, version)
     states = offline_states(Path(lake), version, sample, model_name, files.get("encoder.pt"))
     if store is not None:
         states["online_sampled"] = online_states(store, version, states["sample_users"])
     root = model_root(indexes, model_name)
     old = read_pointer(root / SERVING)
+    previous = _previous_for(old, version, path.name)
     doc = {
         "model_name": model_name,
         "model_version": version,
@@ -196,15 +204,54 @@ def publish(
         "corpus_snapshot": meta["corpus_snapshot"],
         "published_at": (now or dt.datetime.now(dt.UTC)).isoformat(),
         "history_states": {k: v for k, v in states.items() if k != "sample_users"},
-        "previous": {k: old.get(k) for k in ("model_version", "dir", "published_at")}
-        if old
-        else None,
+        "previous": previous,
     }
     before = {"serving": version, "previous": _version_of(old), "retiring": _previous_of(old)}
     pin_versions(Path(registry), model_name, before)  # pruning keeps old and new meanwhile
     write_json_atomic(root / SERVING, doc)
-    pin_versions(Path(registry), model_name, {"serving": version, "previous": _version_of(old)})
+    pin_versions(
+        Path(registry), model_name, {"serving": version, "previous": _version_of(previous)}
+    )
     return doc
+
+
+def rollback(
+    registry: Path,
+    indexes: Path,
+    lake: Path,
+    store: feast.FeatureStore | None = None,
+    model_name: str = DEFAULT_MODEL_NAME,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Re-publish the build ``serving.json``'s ``previous`` names, with every check of
+    ``publish``; the version rolled back from becomes the new ``previous``."""
+    current = read_pointer(model_root(indexes, model_name) / SERVING)
+    previous = (current or {}).get("previous")
+    if not previous or not previous.get("model_version") or not previous.get("dir"):
+        raise PublishError(
+            f"nothing to roll back to: {model_root(indexes, model_name) / SERVING} names no "
+            "previous version"
+        )
+    return publish(
+        previous["model_version"],
+        registry,
+        indexes,
+        lake,
+        store,
+        model_name,
+        now=now,
+        index_dir=previous["dir"],
+    )
+
+
+def _previous_for(old: dict[str, Any] | None, version: str, dir_name: str) -> dict[str, Any] | None:
+    """What the new ``serving.json`` names as previous: the old pointer, unless the old one
+    is this very build (republishing it keeps its previous, never points at itself)."""
+    if old is None:
+        return None
+    if (old.get("model_version"), old.get("dir")) == (version, dir_name):
+        return old.get("previous")
+    return {k: old.get(k) for k in ("model_version", "dir", "published_at")}
 
 
 def _version_of(pointer: dict[str, Any] | None) -> str | None:

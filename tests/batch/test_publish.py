@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.encode_output import STATE_MANIFEST
-from batch.publish import PublishError, publish
+from batch.publish import PublishError, publish, rollback
 from model.artifacts import TwoTower, save_model
 from model.config import ModelConfig
 from model.registry import list_versions, pinned_versions
@@ -109,7 +109,7 @@ def test_publish_points_serving_at_a_complete_version(env: dict, tmp_path: Path)
     assert doc["history_states"] == {"partition": "2025-06-30", "rows": 40, "online_sampled": 16}
     assert doc["previous"] is None
     again = publish("v1", env["registry"], tmp_path, env["lake"], env["store"], now=NOW)
-    assert again["previous"]["dir"] == index_dir.name
+    assert again["previous"] is None  # republishing the live build never points at itself
 
 
 def test_publish_refuses_a_version_without_history_states(env: dict, tmp_path: Path) -> None:
@@ -183,3 +183,36 @@ def test_publish_refuses_the_states_of_another_model(tmp_path: Path) -> None:
     assert not (indexes / "other" / SERVING).exists()
     write_manifest(lake, "v1", model_name="other")
     assert publish("v1", registry, indexes, lake, model_name="other")["model_name"] == "other"
+
+
+def test_rollback_serves_the_previous_build_again_and_a_second_undoes_it(tmp_path: Path) -> None:
+    registry, lake, indexes = small_registry(tmp_path / "registry", 2), tmp_path / "lake", tmp_path / "indexes"  # fmt: skip
+    for version in ("v1", "v2"):
+        write_states(lake, version)
+    first, second = build_index(indexes, registry, "v1"), build_index(indexes, registry, "v2")
+    with pytest.raises(PublishError, match="nothing to roll back to"):
+        rollback(registry, indexes, lake)
+    publish("v1", registry, indexes, lake)
+    publish("v2", registry, indexes, lake)
+    back = rollback(registry, indexes, lake)
+    assert (back["model_version"], back["dir"]) == ("v1", first.name)
+    assert back["previous"]["model_version"] == "v2"
+    assert json.loads((registry / "two_tower" / "pinned.json").read_text())["pinned"] == {"serving": "v1", "previous": "v2"}  # fmt: skip
+    ran = towerline_here("rollback", "--registry", registry, "--indexes", indexes, "--lake", lake, "--no-online-check")  # fmt: skip
+    assert ran.code == 0, str(ran)
+    assert read_pointer(indexes / "two_tower" / SERVING)["dir"] == second.name
+
+
+def test_rollback_refuses_a_previous_build_that_no_longer_verifies(tmp_path: Path) -> None:
+    registry, lake, indexes = small_registry(tmp_path / "registry", 2), tmp_path / "lake", tmp_path / "indexes"  # fmt: skip
+    for version in ("v1", "v2"):
+        write_states(lake, version)
+    first = build_index(indexes, registry, "v1")
+    build_index(indexes, registry, "v2")
+    publish("v1", registry, indexes, lake)
+    publish("v2", registry, indexes, lake)
+    (first / "index.bin").write_bytes(b"corrupt")
+    before = (indexes / "two_tower" / SERVING).read_text()
+    ran = towerline_here("rollback", "--registry", registry, "--indexes", indexes, "--lake", lake, "--no-online-check")  # fmt: skip
+    assert_user_error(ran, 1, "no intact index")
+    assert (indexes / "two_tower" / SERVING).read_text() == before

@@ -15,7 +15,7 @@ import pytest
 import requests
 import torch
 
-from batch.publish import publish
+from batch.publish import publish, rollback
 from model.artifacts import load_encoder, load_online
 from model.lake_io import read_pins, read_users
 from serving.config import ServeConfig
@@ -195,7 +195,7 @@ def test_publish_and_rollback_under_load_fail_no_request(served_world: World, in
             publish("v2", served_world.registry, indexes, served_world.lake, served_world.store)
             served_version_becomes("v2")
             time.sleep(0.3)
-            publish("v1", served_world.registry, indexes, served_world.lake, served_world.store)
+            rollback(served_world.registry, indexes, served_world.lake, served_world.store)
             served_version_becomes("v1")
             time.sleep(0.3)
         finally:

@@ -28,6 +28,7 @@ from towerline.cli.batch_index import (
     batch_index_cmd,
     index_rollback_cmd,
     publish_cmd,
+    rollback_cmd,
 )
 from towerline.cli.importer import import_app
 from towerline.cli.model import evaluate_cmd, train_cmd
@@ -62,6 +63,7 @@ batch_app.command("corpus", context_settings=o.BEAM_CONTEXT)(batch_corpus_cmd)
 batch_app.command("index", context_settings=o.BEAM_CONTEXT)(batch_index_cmd)
 index_app.command("rollback")(index_rollback_cmd)
 app.command("publish")(publish_cmd)
+app.command("rollback")(rollback_cmd)
 stream_app.command("run")(stream_run_cmd)
 app.command("serve")(serve_cmd)
 

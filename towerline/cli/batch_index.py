@@ -150,3 +150,31 @@ def publish_cmd(
         store = o.feature_store(repo, online, redis_url, data_dir, project)
         check_online(store)
     typer.echo(json.dumps(publish(version, registry, indexes, lake, store, model_name)))
+
+
+def rollback_cmd(
+    registry: o.Registry,
+    indexes: o.Indexes,
+    lake: Annotated[Path, typer.Option(help="The lake holding user_history_state/ partitions.")],
+    online_check: Annotated[
+        bool, typer.Option(help="Also read a sample of history states from the online store.")
+    ] = True,
+    repo: o.Repo = o.REPO_DEFAULT,
+    online: o.Online = None,
+    redis_url: o.RedisUrl = None,
+    data_dir: o.DataDir = None,
+    project: o.Project = None,
+    model_name: o.ModelName = o.DEFAULT_MODEL,
+) -> None:
+    """Serve the previous version again: re-publish the build serving.json's `previous`
+    names, with every check of `towerline publish`. Serving follows by itself; the version
+    rolled back from becomes the new previous (a second rollback undoes the first)."""
+    from batch.publish import rollback
+
+    store = None
+    if online_check:
+        from towerline.core.featurestore import check_online
+
+        store = o.feature_store(repo, online, redis_url, data_dir, project)
+        check_online(store)
+    typer.echo(json.dumps(rollback(registry, indexes, lake, store, model_name)))
