@@ -74,3 +74,9 @@ def _check_summary(summary: dict) -> None:
     assert batch["serving"]["model_version"] == batch["version"] == batch["index"]["model_version"]
     assert batch["index"]["num_items"] > 0
     assert [row["epoch"] for row in batch["epochs"]] == [1, 2]
+    serving = summary["serving"]
+    kinds = [row["request"] for row in serving["requests"]]
+    assert len(kinds) == 5 and all(row["version"] in ("v1", "-") for row in serving["requests"])
+    assert serving["requests"][3]["history"] == "missing"  # the unknown user: cold start
+    swaps = serving["swaps"]
+    assert swaps["served"] == "v1 → v2 → v1" and swaps["failed"] == 0 and swaps["requests"] > 10

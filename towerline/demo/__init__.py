@@ -17,7 +17,7 @@ from rich.console import Console
 
 from towerline.core.errors import TowerlineError
 from towerline.demo.logs import LOG_NAME, library_logs
-from towerline.demo.summary import epoch_line, summary_table
+from towerline.demo.summary import epoch_line, serving_table, summary_table
 from towerline.demo.workdir import claim_workdir
 
 USER_FEATURES = [f"user_profile:{f}" for f in ("age_bucket", "gender", "country", "segment")]
@@ -83,12 +83,18 @@ def _run_steps(cfg: DemoConfig, console: Console) -> dict:
         _step(console, "replay one day of engagements through a stream worker"),
     ):
         summary["replay"] = _replay(cfg, lake, bootstrap, store)
+    with _step(console, "serve the published version; publish another and roll back"):
+        summary["serving"] = _serve(cfg, lake, store)
     summary["seconds"] = round(time.monotonic() - started, 1)
+    console.print(serving_table(summary["serving"]))
     console.print(summary_table(summary))
     return summary
 
 
 def _check(summary: dict) -> None:
+    swaps = summary["serving"]["swaps"]
+    if swaps["failed"]:
+        raise DemoError(f"{swaps['failed']} requests failed while the version changed: {swaps}")
     replay = summary["replay"]
     if not replay["stream"]["caught_up"]:
         raise DemoError(f"the stream worker did not catch up: {replay['stream']}")
@@ -151,6 +157,20 @@ def _load_profiles(store, lake: Path) -> dict:
         "user_1": {k: v[0] for k, v in user.items() if k != "user_id"},
         "pin_1": {k: v[0] for k, v in pin.items() if k != "pin_id"},
     }
+
+
+def _serve(cfg: DemoConfig, lake: Path, store) -> dict:
+    from towerline.demo.chain import roll_back, second_version
+    from towerline.demo.serving import serve_and_swap
+
+    return serve_and_swap(
+        cfg.workdir,
+        lake,
+        cfg.end_date,
+        store,
+        publish_second=lambda: second_version(lake, cfg.workdir, cfg.end_date, store),
+        roll_back=lambda: roll_back(lake, cfg.workdir, store),
+    )
 
 
 def _replay(cfg: DemoConfig, lake: Path, bootstrap: str, store) -> dict:

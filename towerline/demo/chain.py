@@ -48,3 +48,31 @@ def train_encode_index(
         "index": index,
         "serving": serving,
     }
+
+
+def second_version(
+    lake: Path, workdir: Path, day: dt.date, store: feast.FeatureStore, epochs: int = 1
+) -> str:
+    """Train, encode and index another version over the same corpus, and publish it."""
+    from batch.encode_job import EncodeConfig, run_encode
+    from batch.index import run_index
+    from batch.publish import publish
+    from model.config import TrainConfig
+    from model.jobs import run_train
+
+    registry, indexes = workdir / "registry", workdir / "indexes"
+    tcfg = TrainConfig(epochs=epochs, progress=False, seed=1)
+    version = run_train(lake, registry, until=day, tcfg=tcfg)["model_version"]
+    run_encode(
+        EncodeConfig(lake=lake, day=day, registry=registry, version=version, progress=False),
+        store=store,
+    )
+    run_index(workdir / "corpus", registry, version, indexes, threads=2)
+    return publish(version, registry, indexes, lake, store=store)["model_version"]
+
+
+def roll_back(lake: Path, workdir: Path, store: feast.FeatureStore) -> str:
+    """`towerline rollback`: serve the previous version again."""
+    from batch.publish import rollback
+
+    return rollback(workdir / "registry", workdir / "indexes", lake, store)["model_version"]

@@ -64,3 +64,23 @@ def pct(values: dict) -> str:
 def epoch_line(row: dict) -> str:
     """One line per training epoch (the trainer's own bars are off in the demo)."""
     return f"  epoch {row['epoch']}: loss {row['loss']:.4f} ({row['seconds']:.1f}s)"
+
+
+def serving_table(serving: dict) -> Table:
+    """One request of each kind, then the version swap under continuous requests."""
+    table = Table(title=f"towerline serve ({serving['url']})", show_header=True)
+    for column in ("request", "version", "history", "context", "answer", "ms"):
+        table.add_column(column, justify="right" if column == "ms" else "left")
+    for row in serving["requests"]:
+        table.add_row(*(str(row[c]) for c in ("request", "version", "history", "context", "answer", "ms")))  # fmt: skip
+    swaps = serving["swaps"]
+    switched = ", ".join(f"to {v} in {s}s" for v, s in swaps["switch_seconds"].items())
+    table.add_row(
+        "publish, then rollback, under load",
+        swaps["served"],
+        "-",
+        "-",
+        f"{swaps['requests']:,} requests, {swaps['failed']} failed; switched {switched}",
+        "-",
+    )
+    return table
