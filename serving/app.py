@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -228,4 +229,6 @@ def _limit_body(app: FastAPI, limit: int) -> None:
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             return JSONResponse({"error": f"request body over {limit} bytes"}, status_code=413)
-        return await call_next(request)
+        response = await call_next(request)
+        response.headers["x-towerline-pid"] = str(os.getpid())  # which worker answered
+        return response
