@@ -29,21 +29,12 @@ from model.lake_io import read_pins
 from serving.app import create_app
 from serving.config import ServeConfig
 from serving.server import server_thread
+from tests.batch.conftest import TINY_MODEL
 from towerline.core.ann import HnswParams
 from towerline.core.featurestore import apply_repo, open_store, write_online
 from towerline.world import WorldConfig, generate
 
 END = dt.date(2025, 6, 30)
-TINY_MODEL = {
-    "d_model": 16,
-    "heads": 2,
-    "layers": 1,
-    "ff": 32,
-    "max_len": 12,
-    "dim": 16,
-    "context_dim": 8,
-    "head_hidden": 32,
-}
 DIRECT = ["--runner=DirectRunner"]
 REALTIME_USERS = (1, 2, 3)
 

@@ -105,8 +105,4 @@ def _store(
     """The Feast store to write to, or None for ``--online none``; reached before encoding."""
     if online is not None and online.strip().lower() == "none":
         return None
-    from towerline.core.featurestore import check_online
-
-    store = o.feature_store(repo, online, redis_url, data_dir, project)
-    check_online(store)
-    return store
+    return o.checked_store(repo, online, redis_url, data_dir, project)

@@ -143,12 +143,7 @@ def publish_cmd(
     INDEXES/<model-name>/serving.json atomically."""
     from batch.publish import publish
 
-    store = None
-    if online_check:
-        from towerline.core.featurestore import check_online
-
-        store = o.feature_store(repo, online, redis_url, data_dir, project)
-        check_online(store)
+    store = o.checked_store(repo, online, redis_url, data_dir, project) if online_check else None
     typer.echo(json.dumps(publish(version, registry, indexes, lake, store, model_name)))
 
 
@@ -171,10 +166,5 @@ def rollback_cmd(
     rolled back from becomes the new previous (a second rollback undoes the first)."""
     from batch.publish import rollback
 
-    store = None
-    if online_check:
-        from towerline.core.featurestore import check_online
-
-        store = o.feature_store(repo, online, redis_url, data_dir, project)
-        check_online(store)
+    store = o.checked_store(repo, online, redis_url, data_dir, project) if online_check else None
     typer.echo(json.dumps(rollback(registry, indexes, lake, store, model_name)))

@@ -233,3 +233,18 @@ def feature_store(
         project=project,
         environ=environ(),
     )
+
+
+def checked_store(
+    repo: Path,
+    online: str | None,
+    redis_url: str | None,
+    data_dir: Path | None,
+    project: str | None = None,
+) -> feast.FeatureStore:
+    """``feature_store(...)``, reached once now: an unreachable Redis is named at start."""
+    from towerline.core.featurestore import check_online
+
+    store = feature_store(repo, online, redis_url, data_dir, project)
+    check_online(store)
+    return store

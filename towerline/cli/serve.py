@@ -65,10 +65,7 @@ def serve_cmd(
         "poll_s": poll_s,
         "keep_towers": keep_towers,
     }
-    store = o.feature_store(repo, online, redis_url, data_dir, project)
-    from towerline.core.featurestore import check_online
-
-    check_online(store)
+    store = o.checked_store(repo, online, redis_url, data_dir, project)
     typer.echo(f"serving {model_name} from {indexes} on http://{host}:{port} (docs at /docs)")
     common = {"host": host, "port": port, "access_log": access_log, "log_level": "warning"}
     if workers == 1:

@@ -79,11 +79,9 @@ def stream_run_cmd(
     """
     from streams.config import WorkerConfig
     from streams.runner import run_worker, tune_gc
-    from towerline.core.featurestore import check_online
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)  # fmt: skip
-    store = o.feature_store(repo, online, redis_url, data_dir, project)
-    check_online(store)
+    store = o.checked_store(repo, online, redis_url, data_dir, project)
     cfg = WorkerConfig(
         group_id=group,
         bootstrap=o.bootstrap(bootstrap, run_dir),
