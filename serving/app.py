@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import time
@@ -22,7 +23,6 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.api import (
-    Candidate,
     EmbeddingRequest,
     EmbeddingResponse,
     FeatureRow,
@@ -101,7 +101,7 @@ def create_app(
     _errors(app, metrics)
 
     @app.post("/v1/retrieve", response_model=RetrieveResponse)
-    async def retrieve(body: RetrieveRequest, request: Request) -> RetrieveResponse:
+    async def retrieve(body: RetrieveRequest, request: Request) -> Response:
         """Top-k pins for a user looking at a subject pin, with the version that answered."""
         t0 = time.perf_counter()
         ask = Ask(
@@ -114,16 +114,19 @@ def create_app(
         )
         answer: Answer = await request.app.state.retrieve.submit(ask)
         _done(metrics, "retrieve", t0)
-        return RetrieveResponse(
-            model_version=answer.model_version,
-            index_built_at=answer.index_built_at,
-            history=answer.history,
-            context=answer.context,
-            candidates=[
-                Candidate(pin_id=int(p), score=float(s))
-                for p, s in zip(answer.pin_ids, answer.scores, strict=True)
+        # The body is built here, not validated against RetrieveResponse (which documents
+        # it): validating 100 candidates cost ~0.5 ms a request.
+        doc = {
+            "model_version": answer.model_version,
+            "index_built_at": answer.index_built_at,
+            "history": answer.history,
+            "context": answer.context,
+            "candidates": [
+                {"pin_id": p, "score": s}
+                for p, s in zip(answer.pin_ids.tolist(), answer.scores.tolist(), strict=True)
             ],
-        )
+        }
+        return Response(json.dumps(doc, separators=(",", ":")), media_type="application/json")
 
     @app.post("/v1/user-embedding", response_model=EmbeddingResponse)
     async def user_embedding(body: EmbeddingRequest, request: Request) -> EmbeddingResponse:
@@ -224,11 +227,32 @@ def _errors(app: FastAPI, metrics: ServingMetrics) -> None:
 
 
 def _limit_body(app: FastAPI, limit: int) -> None:
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return JSONResponse({"error": f"request body over {limit} bytes"}, status_code=413)
-        response = await call_next(request)
-        response.headers["x-towerline-pid"] = str(os.getpid())  # which worker answered
-        return response
+    app.add_middleware(BodyLimit, limit=limit)
+
+
+class BodyLimit:
+    """413 for a body declared over ``limit`` bytes; names the answering process.
+
+    A plain ASGI middleware: FastAPI's ``@app.middleware("http")`` wraps every request in a
+    task and streams, which cost ~0.3 ms a request here."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+        self.pid = str(os.getpid()).encode()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                over = JSONResponse({"error": f"request body over {self.limit} bytes"}, 413)
+                await over(scope, receive, send)
+                return
+
+        async def send_with_pid(message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-towerline-pid", self.pid)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_pid)

@@ -1,4 +1,4 @@
-"""Online reads for a micro-batch of requests: one Feast call per entity kind.
+"""Online reads for a micro-batch of requests: one online-store read per view.
 
 Feast 0.67 does not apply ``ttl`` on online reads, so rows come back with their event
 time and the caller decides; missing rows read as ``None`` and become the cold-start inputs
@@ -11,11 +11,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-import feast
 import numpy as np
 
 from model.config import ModelConfig
 from model.tables import encode_demographics
+from serving.online import OnlineReader
 from towerline.core.contracts import (
     INTEREST_SLOTS,
     PAD_INTEREST,
@@ -26,11 +26,7 @@ from towerline.core.contracts import (
     VIEW_FEATURES,
 )
 
-HISTORY = [f"{USER_HISTORY_STATE}:{f}" for f in VIEW_FEATURES[USER_HISTORY_STATE]]
-USER = [f"{USER_PROFILE}:{f}" for f in VIEW_FEATURES[USER_PROFILE]] + [
-    f"{USER_REALTIME_SEQ}:pin_ids"
-]
-SUBJECT = [f"{PIN_PROFILE}:interest_ids", f"{PIN_PROFILE}:interest_confidences"]
+VIEWS = (USER_HISTORY_STATE, USER_PROFILE, USER_REALTIME_SEQ, PIN_PROFILE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,23 +51,24 @@ class SubjectInputs:
 
 
 def read_users(
-    store: feast.FeatureStore,
+    reader: OnlineReader,
     version: str,
     user_ids: Sequence[int],
     cfg: ModelConfig,
     empty_state: np.ndarray,
 ) -> UserInputs:
     """History state of ``version``, profile and real-time sequence of each user."""
-    rows = [{"user_id": int(u), "model_version": version} for u in user_ids]
-    history = store.get_online_features(features=HISTORY, entity_rows=rows).to_dict()
-    user_rows = [{"user_id": int(u)} for u in user_ids]
-    user = store.get_online_features(features=USER, entity_rows=user_rows).to_dict()
-    hidden, has_state = _states(history["hidden"], empty_state)
-    pins, mask, seen = _realtime(user["pin_ids"], cfg.realtime_len)
-    return UserInputs(hidden, has_state, _demographics(user, cfg), pins, mask, seen)
+    keys = [{"user_id": int(u), "model_version": version} for u in user_ids]
+    history = reader.read(USER_HISTORY_STATE, keys, frozenset({"hidden"}))
+    users = [{"user_id": int(u)} for u in user_ids]
+    profiles = reader.read(USER_PROFILE, users)
+    realtime = reader.read(USER_REALTIME_SEQ, users, frozenset({"pin_ids"}))
+    hidden, has_state = _states([r and r.get("hidden") for r in history], empty_state)
+    pins, mask, seen = _realtime([r and r.get("pin_ids") for r in realtime], cfg.realtime_len)
+    return UserInputs(hidden, has_state, _demographics(profiles, cfg), pins, mask, seen)
 
 
-def read_subjects(store: feast.FeatureStore, pin_ids: Sequence[int | None]) -> SubjectInputs:
+def read_subjects(reader: OnlineReader, pin_ids: Sequence[int | None]) -> SubjectInputs:
     """``pin_profile`` interests of each subject pin (``None`` = no subject pin)."""
     b = len(pin_ids)
     ids = np.full((b, INTEREST_SLOTS), PAD_INTEREST, np.int64)
@@ -80,13 +77,14 @@ def read_subjects(store: feast.FeatureStore, pin_ids: Sequence[int | None]) -> S
     asked = sorted({int(p) for p in pin_ids if p is not None})
     if not asked:
         return SubjectInputs(ids, conf, found)
-    rows = [{"pin_id": p} for p in asked]
-    answer = store.get_online_features(features=SUBJECT, entity_rows=rows).to_dict()
-    by_pin = dict(zip(asked, zip(answer["interest_ids"], answer["interest_confidences"], strict=True), strict=True))  # fmt: skip
+    rows = reader.read(PIN_PROFILE, [{"pin_id": p} for p in asked])
+    by_pin = dict(zip(asked, rows, strict=True))
     for i, pin in enumerate(pin_ids):
-        interests, confidences = by_pin.get(pin, (None, None)) if pin is not None else (None, None)
-        if interests is None:
+        row = by_pin.get(pin) if pin is not None else None
+        interests = row.get("interest_ids") if row else None
+        if not interests:
             continue
+        confidences = row.get("interest_confidences")
         n = min(len(interests), INTEREST_SLOTS)
         ids[i, :n] = interests[:n]
         conf[i, :n] = (confidences or [0.0] * n)[:n]
@@ -96,6 +94,7 @@ def read_subjects(store: feast.FeatureStore, pin_ids: Sequence[int | None]) -> S
 
 
 def _states(values: list[Any], empty_state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cached states (arrays, or None) -> (B, d) with the empty state where missing."""
     has = np.array([v is not None and len(v) == len(empty_state) for v in values], bool)
     hidden = np.tile(empty_state.astype(np.float32), (len(values), 1))
     if has.any():
@@ -108,7 +107,7 @@ def _realtime(values: list[Any], n: int) -> tuple[np.ndarray, np.ndarray, list[n
     mask = np.zeros((len(values), n), bool)
     seen = []
     for i, seq in enumerate(values):
-        seq = np.asarray(seq or [], np.int64)
+        seq = np.asarray(seq if seq is not None else [], np.int64)
         seen.append(seq)
         last = seq[-n:]
         if len(last):
@@ -117,13 +116,13 @@ def _realtime(values: list[Any], n: int) -> tuple[np.ndarray, np.ndarray, list[n
     return pins, mask, seen
 
 
-def _demographics(user: dict[str, list[Any]], cfg: ModelConfig) -> np.ndarray:
-    present = np.array([v is not None for v in user["age_bucket"]], bool)
+def _demographics(profiles: list[dict[str, Any] | None], cfg: ModelConfig) -> np.ndarray:
+    present = np.array([p is not None for p in profiles], bool)
     codes = np.zeros((len(present), 4), np.int64)  # a user without a profile: all unknown
     if present.any():
-        pick = [i for i, p in enumerate(present) if p]
+        found = [p for p in profiles if p is not None]
         codes[present] = encode_demographics(
-            *([user[f][i] or "" for i in pick] for f in VIEW_FEATURES[USER_PROFILE]),
+            *([p.get(f) or "" for p in found] for f in VIEW_FEATURES[USER_PROFILE]),
             cfg.country_buckets,
             cfg.segment_buckets,
         )

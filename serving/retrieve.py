@@ -14,7 +14,8 @@ import feast
 import numpy as np
 import torch
 
-from serving.features import SubjectInputs, UserInputs, read_subjects, read_users
+from serving.features import VIEWS, SubjectInputs, UserInputs, read_subjects, read_users
+from serving.online import OnlineReader
 from serving.rules import Rules, apply_rules
 from serving.versions import Served
 
@@ -61,7 +62,7 @@ class Retriever:
     """Reads features, runs the tower and queries the index for a batch of requests."""
 
     def __init__(self, store: feast.FeatureStore, stage_timer: StageTimer = _noop) -> None:
-        self.store = store
+        self.reader = OnlineReader(store, VIEWS)
         self.timed = stage_timer
 
     def embed(
@@ -71,8 +72,8 @@ class Retriever:
         t0 = time.perf_counter()
         tower = served.tower
         empty = tower.empty_state.numpy()
-        users = read_users(self.store, served.model_version, user_ids, tower.cfg, empty)
-        subjects = read_subjects(self.store, subject_pins)
+        users = read_users(self.reader, served.model_version, user_ids, tower.cfg, empty)
+        subjects = read_subjects(self.reader, subject_pins)
         t1 = time.perf_counter()
         with torch.inference_mode():
             vectors = tower.online(
