@@ -523,8 +523,8 @@ def merged(raws: list[Path]) -> dict:
 def inprocess_breakdown(root: Path, store, args: argparse.Namespace, iterations: int) -> dict:
     """Single-request costs of each piece of /v1/retrieve in this process (one torch
     thread, as the server): median / p99 ms over ``iterations`` random users and pins."""
-    from serving.api import Candidate, RetrieveResponse
-    from serving.features import HISTORY, SUBJECT, USER, read_subjects, read_users
+    from serving.features import VIEWS, read_subjects, read_users
+    from serving.online import OnlineReader
     from serving.retrieve import Ask, Retriever
     from serving.rules import Rules, apply_rules
     from serving.versions import TowerCache, load_served, read_serving
@@ -556,26 +556,19 @@ def inprocess_breakdown(root: Path, store, args: argparse.Namespace, iterations:
                 torch.from_numpy(users.realtime_mask),
             ).numpy()
 
-    def respond(got) -> bytes:
-        body = RetrieveResponse(
-            model_version=version,
-            index_built_at=served.built_at,
-            history="cached",
-            context="subject_pin",
-            candidates=[
-                Candidate(pin_id=int(a), score=float(b)) for a, b in zip(*got, strict=True)
-            ],  # fmt: skip
-        )
-        return json.dumps(body.model_dump(mode="json")).encode()
+    def respond(got) -> bytes:  # as serving.app builds the /v1/retrieve body
+        candidates = [{"pin_id": a, "score": b} for a, b in zip(got[0].tolist(), got[1].tolist(), strict=True)]  # fmt: skip
+        doc = {"model_version": version, "index_built_at": served.built_at, "history": "cached", "context": "subject_pin", "candidates": candidates}  # fmt: skip
+        return json.dumps(doc, separators=(",", ":")).encode()
 
-    read = store.get_online_features
+    reader = OnlineReader(store, VIEWS)
     for i in range(iterations + 10):
         u, p = int(rng.integers(1, args.users + 1)), int(rng.integers(1, args.pins + 1))
-        timed("feast_history_1", read, features=HISTORY, entity_rows=[{"user_id": u, "model_version": version}])  # fmt: skip
-        timed("feast_user_1", read, features=USER, entity_rows=[{"user_id": u}])
-        timed("feast_subject_1", read, features=SUBJECT, entity_rows=[{"pin_id": p}])
-        users = timed("read_users_1", read_users, store, version, [u], tower.cfg, empty)
-        subjects = timed("read_subjects_1", read_subjects, store, [p])
+        timed("online_history_1", reader.read, "user_history_state", [{"user_id": u, "model_version": version}])  # fmt: skip
+        timed("online_profile_1", reader.read, "user_profile", [{"user_id": u}])
+        timed("online_subject_1", reader.read, "pin_profile", [{"pin_id": p}])
+        users = timed("read_users_1", read_users, reader, version, [u], tower.cfg, empty)
+        subjects = timed("read_subjects_1", read_subjects, reader, [p])
         vector = timed("tower_1", forward, users, subjects)
         seen = users.seen[0]
         ids, scores = timed("ann_1", served.index.query, vector, args.k + len(seen))

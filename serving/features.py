@@ -59,10 +59,14 @@ def read_users(
 ) -> UserInputs:
     """History state of ``version``, profile and real-time sequence of each user."""
     keys = [{"user_id": int(u), "model_version": version} for u in user_ids]
-    history = reader.read(USER_HISTORY_STATE, keys, frozenset({"hidden"}))
     users = [{"user_id": int(u)} for u in user_ids]
-    profiles = reader.read(USER_PROFILE, users)
-    realtime = reader.read(USER_REALTIME_SEQ, users, frozenset({"pin_ids"}))
+    history, profiles, realtime = reader.read_many(
+        [
+            (USER_HISTORY_STATE, keys, frozenset({"hidden"})),
+            (USER_PROFILE, users, frozenset()),
+            (USER_REALTIME_SEQ, users, frozenset({"pin_ids"})),
+        ]
+    )
     hidden, has_state = _states([r and r.get("hidden") for r in history], empty_state)
     pins, mask, seen = _realtime([r and r.get("pin_ids") for r in realtime], cfg.realtime_len)
     return UserInputs(hidden, has_state, _demographics(profiles, cfg), pins, mask, seen)
