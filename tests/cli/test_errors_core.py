@@ -51,3 +51,14 @@ def test_help_lists_exit_codes_and_every_group() -> None:
     assert ran.code == 0
     for word in ("Exit codes", "130", "--debug", "batch", "stream", "publish", "demo"):
         assert word in ran.stdout
+
+
+@pytest.mark.parametrize("rate", ["-5", "0", "nan", "inf"])
+def test_produce_refuses_a_rate_that_is_not_one(rate: str) -> None:
+    ran = towerline_here("produce", "engagements", "--lake", "x", "--dt", "2025-06-30", "--rate", rate)  # fmt: skip
+    assert_user_error(ran, 2, "--rate", "records per second > 0")
+
+
+def test_a_version_that_is_not_one_is_usage(tmp_path: Path) -> None:
+    ran = towerline_here("evaluate", "--lake", tmp_path, "--registry", tmp_path, "--version", "1")
+    assert_user_error(ran, 2, "--version", "'1' is not a model version")
