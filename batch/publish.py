@@ -35,6 +35,7 @@ from batch.encode_output import read_manifest
 from model.registry import RegistryError, pin_versions, resolve_version, verify_version
 from schemas.arrow import USER_HISTORY_STATE
 from schemas.lake import partition_dir, partitions
+from towerline.core import contracts
 from towerline.core.ann import (
     SERVING,
     AnnError,
@@ -50,7 +51,7 @@ from towerline.core.featurestore import read_online
 from towerline.core.files import write_json_atomic
 from towerline.core.names import version_problem
 
-HISTORY_VIEW = "user_history_state"
+HISTORY_VIEW = contracts.USER_HISTORY_STATE
 
 
 class PublishError(RefusedError):

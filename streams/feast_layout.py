@@ -28,12 +28,16 @@ from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
 
 from streams.decay import Decayed
 from streams.sequence import Seq
-from towerline.core.contracts import ENGAGEMENT_ACTIONS
+from towerline.core.contracts import (
+    ENGAGEMENT_ACTIONS,
+    PIN_ENGAGEMENT,
+    USER_REALTIME_SEQ,
+    VIEW_FEATURES,
+)
 from towerline.core.errors import InputError
 
-USER_VIEW, PIN_VIEW = "user_realtime_seq", "pin_engagement"
-USER_FEATURES = ("pin_ids", "event_ts_ms", "actions", "updated_ts_ms")
-PIN_FEATURES = tuple(f"decayed_{a.lower()}" for a in ENGAGEMENT_ACTIONS) + ("last_event_ts_ms",)
+USER_VIEW, PIN_VIEW = USER_REALTIME_SEQ, PIN_ENGAGEMENT
+USER_FEATURES, PIN_FEATURES = VIEW_FEATURES[USER_VIEW], VIEW_FEATURES[PIN_VIEW]
 OPTIONAL_FEATURES = frozenset({"updated_ts_ms"})
 
 
