@@ -525,7 +525,7 @@ def inprocess_breakdown(root: Path, store, args: argparse.Namespace, iterations:
     thread, as the server): median / p99 ms over ``iterations`` random users and pins."""
     from serving.features import VIEWS, read_subjects, read_users
     from serving.online import OnlineReader
-    from serving.retrieve import Ask, Retriever
+    from serving.retrieve import Ask, Retriever, forward
     from serving.rules import Rules, apply_rules
     from serving.versions import TowerCache, load_served, read_serving
 
@@ -545,17 +545,6 @@ def inprocess_breakdown(root: Path, store, args: argparse.Namespace, iterations:
         times.setdefault(name, []).append(time.perf_counter() - t0)
         return out
 
-    def forward(users, subjects) -> np.ndarray:
-        with torch.inference_mode():
-            return tower.online(
-                torch.from_numpy(users.hidden),
-                torch.from_numpy(subjects.interest_ids),
-                torch.from_numpy(subjects.interest_conf),
-                torch.from_numpy(users.demographics),
-                torch.from_numpy(users.realtime_pins),
-                torch.from_numpy(users.realtime_mask),
-            ).numpy()
-
     def respond(got) -> bytes:  # as serving.app builds the /v1/retrieve body
         candidates = [{"pin_id": a, "score": b} for a, b in zip(got[0].tolist(), got[1].tolist(), strict=True)]  # fmt: skip
         doc = {"model_version": version, "index_built_at": served.built_at, "history": "cached", "context": "subject_pin", "candidates": candidates}  # fmt: skip
@@ -569,7 +558,7 @@ def inprocess_breakdown(root: Path, store, args: argparse.Namespace, iterations:
         timed("online_subject_1", reader.read, "pin_profile", [{"pin_id": p}])
         users = timed("read_users_1", read_users, reader, version, [u], tower.cfg, empty)
         subjects = timed("read_subjects_1", read_subjects, reader, [p])
-        vector = timed("tower_1", forward, users, subjects)
+        vector = timed("tower_1", forward, tower, users, subjects)
         seen = users.seen[0]
         ids, scores = timed("ann_1", served.index.query, vector, args.k + len(seen))
         got = timed("rules_1", apply_rules, ids[0], scores[0], Rules(seen=seen), served.pins, args.k)  # fmt: skip

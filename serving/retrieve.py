@@ -17,7 +17,7 @@ import torch
 from serving.features import VIEWS, SubjectInputs, UserInputs, read_subjects, read_users
 from serving.online import OnlineReader
 from serving.rules import Rules, apply_rules
-from serving.versions import Served
+from serving.versions import Served, Tower
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +54,19 @@ class Embedded:
 StageTimer = Callable[[str, float], None]
 
 
+def forward(tower: Tower, users: UserInputs, subjects: SubjectInputs) -> np.ndarray:
+    """The online tower of one version on a batch's inputs -> (B, dim) embeddings."""
+    with torch.inference_mode():
+        return tower.online(
+            torch.from_numpy(users.hidden),
+            torch.from_numpy(subjects.interest_ids),
+            torch.from_numpy(subjects.interest_conf),
+            torch.from_numpy(users.demographics),
+            torch.from_numpy(users.realtime_pins),
+            torch.from_numpy(users.realtime_mask),
+        ).numpy()
+
+
 def _noop(stage: str, seconds: float) -> None:
     return None
 
@@ -75,15 +88,7 @@ class Retriever:
         users = read_users(self.reader, served.model_version, user_ids, tower.cfg, empty)
         subjects = read_subjects(self.reader, subject_pins)
         t1 = time.perf_counter()
-        with torch.inference_mode():
-            vectors = tower.online(
-                torch.from_numpy(users.hidden),
-                torch.from_numpy(subjects.interest_ids),
-                torch.from_numpy(subjects.interest_conf),
-                torch.from_numpy(users.demographics),
-                torch.from_numpy(users.realtime_pins),
-                torch.from_numpy(users.realtime_mask),
-            ).numpy()
+        vectors = forward(tower, users, subjects)
         self.timed("features", t1 - t0)
         self.timed("tower", time.perf_counter() - t1)
         return Embedded(vectors, users, subjects)

@@ -127,10 +127,8 @@ def publish_cmd(
     ],
     registry: o.Registry,
     indexes: o.Indexes,
-    lake: Annotated[Path, typer.Option(help="The lake holding user_history_state/ partitions.")],
-    online_check: Annotated[
-        bool, typer.Option(help="Also read a sample of history states from the online store.")
-    ] = True,
+    lake: o.StatesLake,
+    online_check: o.OnlineCheck = True,
     repo: o.Repo = o.REPO_DEFAULT,
     online: o.Online = None,
     redis_url: o.RedisUrl = None,
@@ -150,10 +148,8 @@ def publish_cmd(
 def rollback_cmd(
     registry: o.Registry,
     indexes: o.Indexes,
-    lake: Annotated[Path, typer.Option(help="The lake holding user_history_state/ partitions.")],
-    online_check: Annotated[
-        bool, typer.Option(help="Also read a sample of history states from the online store.")
-    ] = True,
+    lake: o.StatesLake,
+    online_check: o.OnlineCheck = True,
     repo: o.Repo = o.REPO_DEFAULT,
     online: o.Online = None,
     redis_url: o.RedisUrl = None,

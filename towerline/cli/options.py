@@ -184,6 +184,12 @@ PipelineArgs = Annotated[
     ),
 ]
 Progress = Annotated[bool, typer.Option(help="Show progress while running.")]
+StatesLake = Annotated[
+    Path, typer.Option("--lake", help="The lake holding user_history_state/ partitions.")
+]
+OnlineCheck = Annotated[
+    bool, typer.Option(help="Also read a sample of history states from the online store.")
+]
 DEFAULT_MODEL = DEFAULT_MODEL_NAME
 
 
