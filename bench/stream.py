@@ -39,10 +39,11 @@ from kafka import KafkaConsumer, KafkaProducer
 from schemas.codec import AvroCodec
 from schemas.errors import SchemaError
 from streams.config import WorkerConfig
-from streams.runner import run_worker_in_thread, tune_gc
+from streams.runner import run_worker_in_thread
 from towerline.core.contracts import ENGAGEMENT_ACTIONS
 from towerline.core.featurestore import apply_repo, open_store
 from towerline.core.kafka import ProducerSettings
+from towerline.core.runtime import tune_gc
 from towerline.devbroker import create_topics, running_broker
 
 FULL = {"events": 300_000, "users": 1_000_000, "pins": 200_000, "probe_s": 15.0}

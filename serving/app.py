@@ -38,6 +38,7 @@ from serving.lookup import join_keys, lookup
 from serving.metrics import ServingMetrics
 from serving.retrieve import Answer, Ask, Retriever
 from towerline.core.errors import InputError
+from towerline.core.runtime import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def create_app(
         torch.set_num_threads(cfg.torch_threads)
         holder = VersionHolder(cfg, metrics)
         holder.refresh()  # not ready until a verified version loads; the watcher keeps trying
+        tune_gc()  # after the index and tower exist: they stay out of every collection
         holder.start()
         executor = ThreadPoolExecutor(1, thread_name_prefix="serving-batch")
         retriever = Retriever(store, metrics.stages.observe)

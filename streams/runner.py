@@ -7,7 +7,6 @@ with run_worker_in_thread(cfg, feature_store) as worker:
 """
 
 import contextlib
-import gc
 import logging
 import threading
 import time
@@ -78,19 +77,6 @@ class WorkerHandle:
     def stop(self, timeout_s: float = 30.0) -> None:
         self.stop_event.set()
         self.thread.join(timeout_s)
-
-
-def tune_gc() -> None:
-    """Process-wide GC settings for a worker process; call once, from an entry point.
-
-    A batch allocates ~10 objects per event (records, events, tuples); with Python's
-    default thresholds (700 allocations) the collector runs hundreds of times a second
-    and walks everything Feast, pandas and the user cache left alive: measured ~10 µs per
-    event, a third of the worker's own work. Nearly all of it is acyclic and freed by
-    reference counting, so collect rarely and leave the startup heap out of it.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def _ms(hist: SampleHistogram, qs: Iterable[float]) -> dict[str, float | None]:

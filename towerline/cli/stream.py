@@ -78,7 +78,8 @@ def stream_run_cmd(
     with a growing backoff, logged with its address.
     """
     from streams.config import WorkerConfig
-    from streams.runner import run_worker, tune_gc
+    from streams.runner import run_worker
+    from towerline.core.runtime import tune_gc
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)  # fmt: skip
     store = o.checked_store(repo, online, redis_url, data_dir, project)
