@@ -24,7 +24,6 @@ class ServeConfig:
     poll_s: float = 1.0
     keep_towers: int = 3
     torch_threads: int = 1
-    max_k: int = 1000
     max_body_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:

@@ -32,7 +32,7 @@ def batch_encode_cmd(
     ],
     registry: o.Registry,
     version: o.Version = "latest",
-    model_name: o.ModelName = o.DEFAULT_MODEL,
+    model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
     shards: Annotated[
         int, typer.Option(min=1, help="Hash shards of user_id; each is encoded in one go.")
     ] = 64,

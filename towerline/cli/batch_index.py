@@ -90,7 +90,7 @@ def batch_index_cmd(
     ] = None,
     keep: Annotated[int, typer.Option(min=1, help="Builds kept per model; older are deleted.")] = 3,
     threads: Annotated[int, typer.Option(help="hnswlib build threads; -1 = all cores.")] = -1,
-    model_name: o.ModelName = o.DEFAULT_MODEL,
+    model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
     pipeline_args: o.PipelineArgs = None,
 ) -> None:
     """Embed the corpus with the item tower of VERSION, build an inner-product HNSW index,
@@ -114,7 +114,7 @@ def batch_index_cmd(
     typer.echo(json.dumps(result))
 
 
-def index_rollback_cmd(indexes: o.Indexes, model_name: o.ModelName = o.DEFAULT_MODEL) -> None:
+def index_rollback_cmd(indexes: o.Indexes, model_name: o.ModelName = o.DEFAULT_MODEL_NAME) -> None:
     """Flip `current` back to the newest intact build older than the current one."""
     from towerline.core.ann import rollback
 
@@ -134,7 +134,7 @@ def publish_cmd(
     redis_url: o.RedisUrl = None,
     data_dir: o.DataDir = None,
     project: o.Project = None,
-    model_name: o.ModelName = o.DEFAULT_MODEL,
+    model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
 ) -> None:
     """Make VERSION servable: refuse unless its index exists and verifies and its
     user_history_state rows exist (lake, and online with --online-check); then replace
@@ -155,7 +155,7 @@ def rollback_cmd(
     redis_url: o.RedisUrl = None,
     data_dir: o.DataDir = None,
     project: o.Project = None,
-    model_name: o.ModelName = o.DEFAULT_MODEL,
+    model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
 ) -> None:
     """Serve the previous version again: re-publish the build serving.json's `previous`
     names, with every check of `towerline publish`. Serving follows by itself; the version

@@ -84,7 +84,7 @@ def train_cmd(
     dim: Annotated[int, typer.Option(min=2, help="Embedding dimension of both towers.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and dropout.")] = 0,
     threads: Threads = 1,
-    model_name: o.ModelName = o.DEFAULT_MODEL,
+    model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
     keep: Annotated[int, typer.Option(min=1, help="Versions kept; older ones are deleted.")] = 3,
     progress: Annotated[bool, typer.Option(help="Show a progress bar with the loss.")] = True,
 ) -> None:
@@ -147,7 +147,7 @@ def evaluate_cmd(
     ] = "miss",
     batch_users: Annotated[int, typer.Option(min=1, help="Users scored per batch.")] = 1024,
     threads: Threads = 1,
-    model_name: o.ModelName = o.DEFAULT_MODEL,
+    model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
 ) -> None:
     """Leave-one-out full-ranking evaluation: each user's last offsite event is the
     target, ranked among all pins minus the user's history, with the subject-pin context,

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from towerline.core.contracts import DEFAULT_MODEL_NAME
+from towerline.core.contracts import DEFAULT_MODEL_NAME  # noqa: F401 - the default of --model-name
 from towerline.core.errors import UnavailableError
 from towerline.core.names import name_problem, version_problem
 
@@ -190,7 +190,6 @@ StatesLake = Annotated[
 OnlineCheck = Annotated[
     bool, typer.Option(help="Also read a sample of history states from the online store.")
 ]
-DEFAULT_MODEL = DEFAULT_MODEL_NAME
 
 
 # --- resolvers ----------------------------------------------------------------------------

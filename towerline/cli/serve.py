@@ -17,7 +17,7 @@ ENV_SERVE_ARGS = "TOWERLINE_SERVE_ARGS"  # how `--workers N` hands the settings 
 def serve_cmd(
     indexes: o.Indexes,
     registry: o.Registry,
-    model_name: o.ModelName = o.DEFAULT_MODEL,
+    model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
     repo: o.Repo = o.REPO_DEFAULT,
     online: o.Online = None,
     redis_url: o.RedisUrl = None,

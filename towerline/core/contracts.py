@@ -26,7 +26,6 @@ PAD_INTEREST = -1
 UNKNOWN_INTEREST = -2
 
 DEFAULT_MODEL_NAME = "two_tower"
-REALTIME_LEN = 10  # real-time pins the online tower reads from user_realtime_seq
 
 # Feature views: name -> features, in declaration order.
 USER_HISTORY_STATE = "user_history_state"

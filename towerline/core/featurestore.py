@@ -233,14 +233,6 @@ def record_tag(store: feast.FeatureStore, view_name: str, key: str, value: str) 
     return True
 
 
-def online_address(store: feast.FeatureStore) -> str:
-    """Where the online store lives, for messages: ``redis host:port`` or the SQLite path."""
-    online = store.config.online_store
-    if online.type == "redis":
-        return f"redis {online.connection_string.split(',')[0]}"
-    return f"sqlite {online.path}"
-
-
 def check_online(store: feast.FeatureStore, timeout_s: float = 2.0) -> None:
     """Fail fast, naming the address, when the online store cannot be reached.
 
