@@ -21,6 +21,16 @@ FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 _topic_ids = itertools.count()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _ledger_outside_the_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Batch steps run by tests (in process or as children) record their runs in a temporary
+    ledger, never in the repository's .towerline/. Session-wide, so session fixtures that
+    run steps are covered too; a test wanting its own ledger sets TOWERLINE_LEDGER."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TOWERLINE_LEDGER", str(tmp_path_factory.mktemp("ledger") / "ledger.jsonl"))
+        yield
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devbroker.BrokerInfo]:
     """A running dev broker (default topics, 4 partitions each) for the whole session."""

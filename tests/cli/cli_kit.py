@@ -12,10 +12,14 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+# Where a child's batch steps record their runs unless the test names a ledger: never the
+# repository's own .towerline/ (the children run in ROOT).
+SCRATCH_LEDGER = Path(tempfile.gettempdir()) / f"towerline-tests-{os.getpid()}" / "ledger.jsonl"
 _LIBRARY_NOISE = re.compile(r"^(WARNING|ERROR|CRITICAL)[: ]|Traceback \(most recent call last\)")
 
 
@@ -33,7 +37,7 @@ class Ran:
 def towerline(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 180) -> Ran:
     """``towerline ARGS`` as a user would run it (``python -m towerline.cli``), from ROOT."""
     argv = [str(a) for a in args]
-    full_env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", **(env or {})}
+    full_env = {**child_env(), **(env or {})}
     done = subprocess.run(
         [sys.executable, "-m", "towerline.cli", *argv],
         cwd=ROOT,
@@ -43,6 +47,13 @@ def towerline(*args: str | Path, env: dict[str, str] | None = None, timeout: flo
         timeout=timeout,
     )
     return Ran(tuple(argv), done.returncode, done.stdout, done.stderr)
+
+
+def child_env() -> dict[str, str]:
+    """The environment of a child ``towerline``: this one, plain output, and a ledger
+    outside the repository (the test's ``TOWERLINE_LEDGER`` if it set one)."""
+    ledger = os.environ.get("TOWERLINE_LEDGER") or str(SCRATCH_LEDGER)
+    return {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "TOWERLINE_LEDGER": ledger}
 
 
 def assert_user_error(ran: Ran, code: int, *needles: str) -> str:

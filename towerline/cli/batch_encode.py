@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from towerline.cli import options as o
+from towerline.core import ledger
 
 if TYPE_CHECKING:
     import feast
@@ -62,6 +63,7 @@ def batch_encode_cmd(
     data_dir: o.DataDir = None,
     project: o.Project = None,
     progress: Annotated[bool, typer.Option(help="Print users done and rate while running.")] = True,
+    ledger_path: o.Ledger = o.DEFAULT_LEDGER,
 ) -> None:
     """Encode every user's last L offsite events with one model version's encoder.
 
@@ -73,13 +75,14 @@ def batch_encode_cmd(
     Beam options go after `--`; with none, the job runs as if given
     `-- --runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing`.
 
-    Prints one JSON summary last.
+    Prints one JSON summary last, and records the run in the ledger.
     """
     from batch.encode_job import EncodeConfig, run_encode
 
+    day = o.parse_date(dt_)
     cfg = EncodeConfig(
         lake=lake,
-        day=o.parse_date(dt_),
+        day=day,
         registry=registry,
         version=version,
         model_name=model_name,
@@ -90,8 +93,13 @@ def batch_encode_cmd(
         event_time=o.parse_instant(event_time, "--event-time") if event_time else None,
         progress=progress,
     )
-    store = _store(online, redis_url, repo, data_dir, project)
-    summary = run_encode(cfg, pipeline_args=list(ctx.args), store=store)
+    requested = None if version == "latest" else version
+    with ledger.Run(
+        ledger_path, "batch encode", partition=day, model_name=model_name, model_version=requested
+    ) as run:
+        store = _store(online, redis_url, repo, data_dir, project)
+        summary = run_encode(cfg, pipeline_args=list(ctx.args), store=store)
+        run.succeeded(**ledger.facts("batch encode", summary))
     typer.echo(json.dumps(summary))
 
 

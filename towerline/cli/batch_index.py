@@ -3,7 +3,8 @@
 Beam pipeline options go after ``--`` (``towerline batch corpus ... -- --runner=FlinkRunner``).
 Heavy imports (Beam, torch, Feast) happen inside the commands so ``--help`` stays fast.
 Each command prints one JSON object last; a refused step is a ``TowerlineError`` that the
-CLI's handler prints as one line (exit 1 refused, 2 bad input).
+CLI's handler prints as one line (exit 1 refused, 2 bad input). Every step but ``index
+rollback`` (which moves no served pointer) records its run in the ledger, failures too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Annotated
 import typer
 
 from towerline.cli import options as o
+from towerline.core import ledger
 
 DEFAULT_WEIGHTS = "CLOSEUP=1,CLICK=2,SAVE=4,SHARE=4"
 
@@ -55,6 +57,7 @@ def batch_corpus_cmd(
     ] = DEFAULT_WEIGHTS,
     shards: Annotated[int, typer.Option(min=1, help="Key shards of the aggregation.")] = 16,
     pipeline_args: o.PipelineArgs = None,
+    ledger_path: o.Ledger = o.DEFAULT_LEDGER,
 ) -> None:
     """Serving corpus: time-decayed engagement per pin over the window, pins sharing an
     image signature collapsed onto the most engaged one, top M written as a snapshot
@@ -65,7 +68,10 @@ def batch_corpus_cmd(
     half_life_days = o.parse_duration(half_life, "--half-life") / 86_400
     pairs = parse_weights(weights)
     cfg = CorpusConfig(day, half_life_days, pairs, window_days, top_m, shards)
-    typer.echo(json.dumps(run_corpus(lake, cfg, out, pipeline_args)))
+    with ledger.Run(ledger_path, "batch corpus", partition=day) as run:
+        manifest = run_corpus(lake, cfg, out, pipeline_args)
+        run.succeeded(**ledger.facts("batch corpus", manifest))
+    typer.echo(json.dumps(manifest))
 
 
 def batch_index_cmd(
@@ -92,6 +98,7 @@ def batch_index_cmd(
     threads: Annotated[int, typer.Option(help="hnswlib build threads; -1 = all cores.")] = -1,
     model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
     pipeline_args: o.PipelineArgs = None,
+    ledger_path: o.Ledger = o.DEFAULT_LEDGER,
 ) -> None:
     """Embed the corpus with the item tower of VERSION, build an inner-product HNSW index,
     publish it atomically under INDEXES/<model-name>/<version>-<built_at>/ and flip `current`."""
@@ -99,18 +106,23 @@ def batch_index_cmd(
     from towerline.core.ann import HnswParams
 
     params = HnswParams(M=m, ef_construction=ef_construction, ef_search=ef_search or 100)
-    result = run_index(
-        corpus,
-        registry,
-        version,
-        indexes,
-        params,
-        calibrate=ef_search is None,
-        model_name=model_name,
-        keep=keep,
-        threads=threads,
-        pipeline_args=pipeline_args,
-    )
+    requested = None if version == "latest" else version
+    with ledger.Run(
+        ledger_path, "batch index", model_name=model_name, model_version=requested
+    ) as run:
+        result = run_index(
+            corpus,
+            registry,
+            version,
+            indexes,
+            params,
+            calibrate=ef_search is None,
+            model_name=model_name,
+            keep=keep,
+            threads=threads,
+            pipeline_args=pipeline_args,
+        )
+        run.succeeded(**ledger.facts("batch index", result))
     typer.echo(json.dumps(result))
 
 
@@ -135,14 +147,20 @@ def publish_cmd(
     data_dir: o.DataDir = None,
     project: o.Project = None,
     model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
+    ledger_path: o.Ledger = o.DEFAULT_LEDGER,
 ) -> None:
     """Make VERSION servable: refuse unless its index exists and verifies and its
     user_history_state rows exist (lake, and online with --online-check); then replace
     INDEXES/<model-name>/serving.json atomically."""
     from batch.publish import publish
 
-    store = o.checked_store(repo, online, redis_url, data_dir, project) if online_check else None
-    typer.echo(json.dumps(publish(version, registry, indexes, lake, store, model_name)))
+    with ledger.Run(ledger_path, "publish", model_name=model_name, model_version=version) as run:
+        store = (
+            o.checked_store(repo, online, redis_url, data_dir, project) if online_check else None
+        )
+        doc = publish(version, registry, indexes, lake, store, model_name)
+        run.succeeded(**ledger.facts("publish", doc, output=_serving_path(indexes, model_name)))
+    typer.echo(json.dumps(doc))
 
 
 def rollback_cmd(
@@ -156,11 +174,23 @@ def rollback_cmd(
     data_dir: o.DataDir = None,
     project: o.Project = None,
     model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
+    ledger_path: o.Ledger = o.DEFAULT_LEDGER,
 ) -> None:
     """Serve the previous version again: re-publish the build serving.json's `previous`
     names, with every check of `towerline publish`. Serving follows by itself; the version
     rolled back from becomes the new previous (a second rollback undoes the first)."""
     from batch.publish import rollback
 
-    store = o.checked_store(repo, online, redis_url, data_dir, project) if online_check else None
-    typer.echo(json.dumps(rollback(registry, indexes, lake, store, model_name)))
+    with ledger.Run(ledger_path, "rollback", model_name=model_name) as run:
+        store = (
+            o.checked_store(repo, online, redis_url, data_dir, project) if online_check else None
+        )
+        doc = rollback(registry, indexes, lake, store, model_name)
+        run.succeeded(**ledger.facts("rollback", doc, output=_serving_path(indexes, model_name)))
+    typer.echo(json.dumps(doc))
+
+
+def _serving_path(indexes: Path, model_name: str) -> Path:
+    from towerline.core.ann import SERVING, model_root
+
+    return model_root(indexes, model_name) / SERVING

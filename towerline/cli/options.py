@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 ENV_BOOTSTRAP = "TOWERLINE_BOOTSTRAP_SERVERS"
 ENV_RUN_DIR = "TOWERLINE_RUN_DIR"
 DEFAULT_RUN_DIR = Path(".towerline/run")
+ENV_LEDGER = "TOWERLINE_LEDGER"
+DEFAULT_LEDGER = Path(".towerline/ledger.jsonl")
 REPO_DEFAULT = Path(__file__).resolve().parents[2] / "feature_repo"
 
 # Everything after `--` reaches a Beam command as extra arguments: pipeline options.
@@ -184,6 +186,15 @@ PipelineArgs = Annotated[
     ),
 ]
 Progress = Annotated[bool, typer.Option(help="Show progress while running.")]
+Ledger = Annotated[
+    Path,
+    typer.Option(
+        "--ledger",
+        envvar=ENV_LEDGER,
+        help="The run ledger every batch step appends to (one JSON line per run, success or "
+        "failure); the freshness monitor and the daily chain read it.",
+    ),
+]
 StatesLake = Annotated[
     Path, typer.Option("--lake", help="The lake holding user_history_state/ partitions.")
 ]

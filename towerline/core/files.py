@@ -7,6 +7,7 @@ or power loss right after the call cannot leave an empty or truncated file behin
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -81,3 +82,24 @@ def publish_dir(staging: Path, parent: Path, name: str) -> Path:
         fsync_dir(parent)
         return final
     raise RefusedError(f"no free directory name for {name} in {parent}")
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one line to a log file (the run ledger, the freshness history): atomic
+    against other writers (``O_APPEND`` under an exclusive ``flock``), durable on return
+    (fsync). A writer that died mid-line left a torn fragment: it is ended first, so the
+    new line stands alone and readers skip only the fragment. Raises ``OSError``."""
+    if not line.endswith(b"\n"):
+        line += b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # read: the tail check
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            os.write(fd, b"\n")
+        while line:  # one write in practice; the lock keeps a short write whole anyway
+            line = line[os.write(fd, line) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

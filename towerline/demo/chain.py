@@ -1,13 +1,39 @@
 """The batch half of `towerline demo`: train → encode → corpus → index → publish.
 
-Each step is the same job function its CLI command calls, on the demo's small world.
+Each step is the same job function its CLI command calls, on the demo's small world, and
+records its run in ``WORKDIR/ledger.jsonl`` as the command does in its ledger.
 """
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import feast
+
+from towerline.core import ledger
+from towerline.core.contracts import DEFAULT_MODEL_NAME
+from towerline.demo.workdir import LEDGER_NAME
+
+
+def recorded(
+    workdir: Path, job: str, call: Callable[[], Any], output: object = None, **run: Any
+) -> Any:
+    """``call()`` as one run of ``job`` in the demo's ledger (``run``: ``ledger.Run``'s
+    keywords; ``output`` where the result does not name it, as for publish)."""
+    if output is None and job in ("publish", "rollback"):
+        output = _serving_path(workdir)
+    more = {} if output is None else {"output": output}
+    with ledger.Run(workdir / LEDGER_NAME, job, **run) as done:
+        result = call()
+        done.succeeded(**ledger.facts(job, result, **more))
+    return result
+
+
+def _serving_path(workdir: Path) -> Path:
+    from towerline.core.ann import SERVING, model_root
+
+    return model_root(workdir / "indexes", DEFAULT_MODEL_NAME) / SERVING
 
 
 def train_encode_index(
@@ -27,15 +53,33 @@ def train_encode_index(
     tcfg = TrainConfig(epochs=epochs, progress=False)
     trained = run_train(lake, registry, until=day, tcfg=tcfg)
     version = trained["model_version"]
-    encoded = run_encode(
-        EncodeConfig(lake=lake, day=day, registry=registry, version=version, progress=False),
-        store=store,
+    model = {"model_name": DEFAULT_MODEL_NAME, "model_version": version}
+    encoded = recorded(
+        workdir,
+        "batch encode",
+        lambda: run_encode(
+            EncodeConfig(lake=lake, day=day, registry=registry, version=version, progress=False),
+            store=store,
+        ),
+        partition=day,
+        **model,
     )
-    corpus = run_corpus(lake, CorpusConfig(day=day, half_life_days=7.0), out=workdir)
-    index = run_index(
-        workdir / "corpus" / corpus["snapshot_id"], registry, version, indexes, threads=2
+    corpus = recorded(
+        workdir,
+        "batch corpus",
+        lambda: run_corpus(lake, CorpusConfig(day=day, half_life_days=7.0), out=workdir),
+        partition=day,
     )
-    serving = publish(version, registry, indexes, lake, store=store)
+    snapshot = workdir / "corpus" / corpus["snapshot_id"]
+    index = recorded(
+        workdir,
+        "batch index",
+        lambda: run_index(snapshot, registry, version, indexes, threads=2),
+        **model,
+    )
+    serving = recorded(
+        workdir, "publish", lambda: publish(version, registry, indexes, lake, store=store), **model
+    )
     return {
         "version": version,
         "train_seconds": trained["train_seconds"],
@@ -63,16 +107,37 @@ def second_version(
     registry, indexes = workdir / "registry", workdir / "indexes"
     tcfg = TrainConfig(epochs=epochs, progress=False, seed=1)
     version = run_train(lake, registry, until=day, tcfg=tcfg)["model_version"]
-    run_encode(
-        EncodeConfig(lake=lake, day=day, registry=registry, version=version, progress=False),
-        store=store,
+    model = {"model_name": DEFAULT_MODEL_NAME, "model_version": version}
+    recorded(
+        workdir,
+        "batch encode",
+        lambda: run_encode(
+            EncodeConfig(lake=lake, day=day, registry=registry, version=version, progress=False),
+            store=store,
+        ),
+        partition=day,
+        **model,
     )
-    run_index(workdir / "corpus", registry, version, indexes, threads=2)
-    return publish(version, registry, indexes, lake, store=store)["model_version"]
+    recorded(
+        workdir,
+        "batch index",
+        lambda: run_index(workdir / "corpus", registry, version, indexes, threads=2),
+        **model,
+    )
+    doc = recorded(
+        workdir, "publish", lambda: publish(version, registry, indexes, lake, store=store), **model
+    )
+    return doc["model_version"]
 
 
 def roll_back(lake: Path, workdir: Path, store: feast.FeatureStore) -> str:
     """`towerline rollback`: serve the previous version again."""
     from batch.publish import rollback
 
-    return rollback(workdir / "registry", workdir / "indexes", lake, store)["model_version"]
+    doc = recorded(
+        workdir,
+        "rollback",
+        lambda: rollback(workdir / "registry", workdir / "indexes", lake, store),
+        model_name=DEFAULT_MODEL_NAME,
+    )
+    return doc["model_version"]
