@@ -1,48 +1,38 @@
-"""Where Feast 0.67 keeps the two stream views online, so the state store can write them.
+"""The two stream views' rows as the state store writes them into Feast's online storage.
 
 The worker writes Feast rows in the *same* transaction as its state and applied offsets
 (one Lua script on Redis, one SQLite transaction), which is what keeps the online copy
-exactly-once after a crash. That needs Feast's storage layout, and this module is the only
-place that knows it; ``tests/streams/test_feast_layout.py`` pins it by comparing what we
-write with what Feast's own ``online_write_batch`` writes, byte for byte, and reading it
-back through ``get_online_features``.
-
-- Redis: one hash per entity, key = serialized entity key + project; fields are
-  ``mmh3("<view>:<feature>")`` → serialized ``Value`` and ``"_ts:<view>"`` → ``Timestamp``.
-- SQLite: table ``<project>_<view>``, one row per (entity_key, feature_name).
+exactly-once after a crash. Where Feast keeps rows (entity keys, hash fields, tables) is
+known by ``towerline.core.online_layout``, which the freshness monitor's scans share; this
+module adds the checks of the stream views and the fast encoders of their values.
+``tests/streams/test_state_store.py`` and ``tests/core/test_online_layout.py`` pin both by
+comparing what we write with what Feast's own ``online_write_batch`` writes, byte for
+byte, and reading it back through ``get_online_features``.
 """
 
+import dataclasses
 import functools
-import struct
 from dataclasses import dataclass
 
 import feast
-import redis
-from feast.errors import FeastObjectNotFoundException
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import _mmh3, compute_table_id, compute_versioned_name
-from feast.infra.online_stores.redis import RedisOnlineStore
-from feast.infra.online_stores.sqlite import SqliteOnlineStore
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Int64List, StringList, Value
 
 from streams.decay import Decayed
 from streams.sequence import Seq
+from towerline.core import online_layout
 from towerline.core.contracts import (
     ENGAGEMENT_ACTIONS,
     PIN_ENGAGEMENT,
     USER_REALTIME_SEQ,
     VIEW_FEATURES,
 )
-from towerline.core.errors import InputError
+from towerline.core.online_layout import EntityKeys, LayoutError, redis_client, sqlite_path
+
+__all__ = ["EntityKeys", "LayoutError", "StoreLayout", "ViewLayout", "layout_of", "redis_client", "sqlite_path"]  # fmt: skip
 
 USER_VIEW, PIN_VIEW = USER_REALTIME_SEQ, PIN_ENGAGEMENT
 USER_FEATURES, PIN_FEATURES = VIEW_FEATURES[USER_VIEW], VIEW_FEATURES[PIN_VIEW]
 OPTIONAL_FEATURES = frozenset({"updated_ts_ms"})
-
-
-class LayoutError(InputError):
-    """The Feast repository or store does not look like what the stream worker writes."""
 
 
 def user_values(seq: Seq, updated_ms: int) -> dict[str, Value]:
@@ -103,40 +93,12 @@ def pin_values(state: Decayed) -> dict[str, Value]:
     return row
 
 
-class EntityKeys:
-    """Feast's serialized entity key of a single INT64 join key, without a proto per call.
-
-    The bytes are a fixed prefix plus the little-endian id; derived from Feast's own
-    ``serialize_entity_key`` and checked against it, so a format change fails loudly.
-    """
-
-    def __init__(self, join_key: str, version: int) -> None:
-        self.join_key, self.version = join_key, version
-        self.prefix = self.feast(0)[:-8]
-        for probe in (0, 1, 2**40 + 7):
-            if self.feast(probe) != self(probe):
-                raise LayoutError(f"unexpected Feast entity key layout (version {version})")
-
-    def proto(self, entity_id: int) -> EntityKey:
-        return EntityKey(join_keys=[self.join_key], entity_values=[Value(int64_val=entity_id)])
-
-    def feast(self, entity_id: int) -> bytes:
-        return serialize_entity_key(self.proto(entity_id), self.version)
-
-    def __call__(self, entity_id: int) -> bytes:
-        return self.prefix + struct.pack("<q", entity_id)
-
-
 @dataclass(frozen=True)
-class ViewLayout:
-    """One stream view as stored online."""
+class ViewLayout(online_layout.ViewLayout):
+    """One stream view as stored online, with the fast key of its single INT64 join key;
+    ``features`` are ours (``VIEW_FEATURES``) that the view declares, in our order."""
 
-    name: str  # versioned view name
-    features: tuple[str, ...]  # what this view declares of ours, in our order
     keys: EntityKeys
-    sqlite_table: str
-    redis_ts_field: bytes
-    redis_fields: tuple[bytes, ...]  # mmh3 field per feature, same order
 
 
 @dataclass(frozen=True)
@@ -153,12 +115,11 @@ def layout_of(store: feast.FeatureStore) -> StoreLayout:
     if kind not in ("redis", "sqlite"):
         raise LayoutError(f"online store {kind!r} is not supported by the stream worker")
     _refuse_options(store)
-    version = store.config.entity_key_serialization_version
     return StoreLayout(
         kind=kind,
         project=store.project,
-        user=_view(store, USER_VIEW, "user_id", USER_FEATURES, version),
-        pin=_view(store, PIN_VIEW, "pin_id", PIN_FEATURES, version),
+        user=_view(store, USER_VIEW, "user_id", USER_FEATURES),
+        pin=_view(store, PIN_VIEW, "pin_id", PIN_FEATURES),
     )
 
 
@@ -173,55 +134,14 @@ def _refuse_options(store: feast.FeatureStore) -> None:
         raise LayoutError(f"online store options not supported by the stream worker: {extra}")
 
 
-def _view(
-    store: feast.FeatureStore, name: str, join_key: str, wanted: tuple[str, ...], version: int
-) -> ViewLayout:
-    try:
-        view = store.get_feature_view(name)
-    except FeastObjectNotFoundException as exc:
-        raise LayoutError(
-            f"no feature view {name!r} in project {store.project!r}: run `towerline features apply`"
-        ) from exc
-    declared = {f.name for f in view.features}
-    missing = [f for f in wanted if f not in declared and f not in OPTIONAL_FEATURES]
-    if missing or list(view.join_keys) != [join_key]:
+def _view(store: feast.FeatureStore, name: str, join_key: str, wanted: tuple[str, ...]) -> ViewLayout:  # fmt: skip
+    full = online_layout.view_layout(store, name)
+    missing = [f for f in wanted if f not in full.features and f not in OPTIONAL_FEATURES]
+    if missing or full.join_keys != (join_key,):
         raise LayoutError(f"view {name!r} lacks {missing} or is not keyed by {join_key!r}")
-    features = tuple(f for f in wanted if f in declared)
+    features = tuple(f for f in wanted if f in full.features)
     # Writers slice their values to len(features): only trailing features may be missing.
     assert features == wanted[: len(features)], f"{name}: optional features must come last"
-    versioned = compute_versioned_name(
-        view, store.config.registry.enable_online_feature_view_versioning
-    )
-    return ViewLayout(
-        name=versioned,
-        features=features,
-        keys=EntityKeys(join_key, version),
-        sqlite_table=compute_table_id(
-            store.project, view, store.config.registry.enable_online_feature_view_versioning
-        ),
-        redis_ts_field=f"_ts:{versioned}".encode(),
-        redis_fields=tuple(_mmh3(f"{versioned}:{f}") for f in features),
-    )
-
-
-def redis_client(store: feast.FeatureStore, timeout_s: float = 10.0) -> redis.Redis:
-    """A client of the store's Redis, parsed the way Feast parses its connection string.
-
-    Our own client (not Feast's) so that a dead Redis fails a batch after ``timeout_s``
-    instead of hanging the worker.
-    """
-    nodes, params = RedisOnlineStore._parse_connection_string(
-        store.config.online_store.connection_string
-    )
-    return redis.Redis(
-        host=nodes[0]["host"],
-        port=int(nodes[0]["port"]),
-        socket_timeout=timeout_s,
-        socket_connect_timeout=timeout_s,
-        **params,
-    )
-
-
-def sqlite_path(store: feast.FeatureStore) -> str:
-    """The SQLite online store file, resolved the way Feast resolves it."""
-    return SqliteOnlineStore._get_db_path(store.config)
+    ours = dataclasses.replace(full, features=features, redis_fields=tuple(map(full.redis_field, features)))  # fmt: skip
+    fields = {f.name: getattr(ours, f.name) for f in dataclasses.fields(ours)}
+    return ViewLayout(**fields, keys=EntityKeys(join_key, full.key_version))

@@ -1,8 +1,10 @@
 """The Lua script that applies one batch on Redis, generated for the user row's width.
 
-Arguments: ``KEYS[1]`` the offsets hash; ``ARGV``: half-life (ms), the number P of
-partitions, P triples (field, expected applied, new applied), the users blob, the pins
-blob, the user row's U Feast fields (``_ts`` first), the pin row's 6 Feast fields.
+Arguments: ``KEYS[1]`` the offsets hash, ``KEYS[2]`` the progress hash
+(``towerline.core.stream_progress``); ``ARGV``: half-life (ms), the number P of partitions,
+the commit time (ms), P quadruples (field, expected applied, new applied, the batch's newest
+event time or -1), the users blob, the pins blob, the user row's U Feast fields (``_ts``
+first), the pin row's 6 Feast fields.
 
 A blob is a run of records ``<I4 count> <count x I4 lengths> <strings>``:
 users ``(state key, state, Feast key, U Feast values)``, pins ``(state key, Feast key,
@@ -10,7 +12,8 @@ users ``(state key, state, Feast key, U Feast values)``, pins ``(state key, Feas
 Redis's Lua spends ~10 µs a record building tables for a generic parser, ~1 µs here.
 
 Order: compare-and-set every partition (read only), walk both blobs to check their
-framing (read only), then write. Nothing is written unless everything checks, so the
+framing (read only), then write; offsets and progress last. A partition's stored newest
+event time only moves forward (late events do not move it back). Nothing is written unless everything checks, so the
 script is all-or-nothing without Redis having rollbacks.
 """
 
@@ -32,12 +35,13 @@ local function ts_proto(ms)  -- google.protobuf.Timestamp: seconds = 1, nanos = 
   return out
 end
 local function dbl(v) return '\41' .. struct.pack('<d', v) end  -- Value.double_val
-local offsets_key, half_life, nparts = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local offsets_key, progress_key = KEYS[1], KEYS[2]
+local half_life, nparts, commit_ms = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 for i = 0, nparts - 1 do
-  local current = call('HGET', offsets_key, ARGV[3 + 3 * i]) or '-1'
-  if current ~= ARGV[4 + 3 * i] then return {0, ARGV[3 + 3 * i], current} end
+  local current = call('HGET', offsets_key, ARGV[4 + 4 * i]) or '-1'
+  if current ~= ARGV[5 + 4 * i] then return {0, ARGV[4 + 4 * i], current} end
 end
-local at = 3 + 3 * nparts
+local at = 4 + 4 * nparts
 local users, pins = ARGV[at], ARGV[at + 1]
 local uf, pf = {}, {}
 for i = 1, @U@ do uf[i] = ARGV[at + 1 + i] end
@@ -85,7 +89,14 @@ while pos <= #pins do
   pos = p + 40
 end
 for i = 0, nparts - 1 do
-  call('HSET', offsets_key, ARGV[3 + 3 * i], ARGV[5 + 3 * i])
+  local field, newest = ARGV[4 + 4 * i], ARGV[7 + 4 * i]
+  call('HSET', offsets_key, field, ARGV[6 + 4 * i])
+  local stored = call('HGET', progress_key, field)
+  if stored then  -- "<newest>:<commit>"; compare as numbers, keep the stored string
+    local old = string.match(stored, '^(-?%d+):')
+    if old and tonumber(old) > tonumber(newest) then newest = old end
+  end
+  call('HSET', progress_key, field, newest .. ':' .. commit_ms)
 end
 return 1
 """

@@ -1,8 +1,9 @@
 """The authoritative state store: what the worker has applied, and the state it produced.
 
 One ``commit`` per batch writes, in ONE transaction: the new user sequences, the merged
-pin counts, the Feast online rows of both, and the applied offset of every partition in
-the batch, after checking that each partition's stored applied offset is still the one
+pin counts, the Feast online rows of both, and the applied offset and progress (newest
+event time, commit time; ``towerline.core.stream_progress``) of every partition in the
+batch, after checking that each partition's stored applied offset is still the one
 the worker started from (compare-and-set). A worker that was killed before the commit
 left nothing; one killed after it is resumed from the stored offsets (not from Kafka's
 committed offsets), so no event is applied twice or lost. A worker that lost a partition
@@ -16,8 +17,9 @@ from typing import Protocol
 from streams.decay import Decayed
 from streams.sequence import Seq
 from streams.update import BatchUpdate
+from towerline.core.stream_progress import NO_OFFSET
 
-NO_OFFSET = -1  # a partition nothing was applied from yet
+__all__ = ["NO_OFFSET", "Conflict", "StateStore"]
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The state store on Redis: one Lua script per batch is the transaction.
 
-Keys (``ns`` = the state namespace): ``{ns}:offsets`` hash ``"topic:partition" -> applied``;
-``{ns}:u:<user_id>`` the sequence (``streams.redis_rows``); ``{ns}:p:<pin_id>`` five
-little-endian doubles (4 counts, ref_ms). Pins are merged inside the script, because users
+Keys (``ns`` = the state namespace; named in ``towerline.core.stream_progress``):
+``{ns}:offsets`` hash ``"topic:partition" -> applied``; ``{ns}:progress`` hash
+``"topic:partition" -> "<newest event ms>:<commit ms>"``; ``{ns}:u:<user_id>`` the sequence
+(``streams.redis_rows``); ``{ns}:p:<pin_id>`` five little-endian doubles (4 counts, ref_ms). Pins are merged inside the script, because users
 on every partition (so every worker) engage the same pin: a read-modify-write in Python
 would lose updates. The script also writes the Feast rows (``streams.feast_layout``), so
 the online copy commits with the state. Redis runs a script alone and, with AOF, persists
@@ -23,6 +24,7 @@ from streams.redis_rows import decode_user, encode_user
 from streams.sequence import Seq
 from streams.state import NO_OFFSET, Conflict
 from streams.update import BatchUpdate
+from towerline.core.stream_progress import NO_EVENT, StateNames, partition_field
 
 _PIN = struct.Struct("<ddddd")
 _PIN_HEAD = struct.Struct("<4I")  # record framing: count, then one length per string
@@ -39,11 +41,12 @@ class RedisStateStore:
     """``StateStore`` on the Redis that also holds the Feast online rows."""
 
     def __init__(
-        self, client: redis.Redis, layout: StoreLayout, namespace: str, half_life_ms: float
+        self, client: redis.Redis, layout: StoreLayout, names: StateNames, half_life_ms: float
     ) -> None:
-        self.client, self.layout, self.namespace = client, layout, namespace
+        self.client, self.layout, self.names = client, layout, names
         self.half_life_ms = half_life_ms
-        self._offsets_key = f"{namespace}:offsets"
+        self._offsets_key, self._progress_key = names.redis_offsets, names.redis_progress
+        self._user_prefix, self._pin_prefix = names.redis_user_prefix, names.redis_pin_prefix
         where = client.connection_pool.connection_kwargs
         self.address = f"redis {where.get('host')}:{where.get('port')}"  # for messages
         self._project = layout.project.encode()
@@ -55,23 +58,23 @@ class RedisStateStore:
         self._user_head = struct.Struct(f"<{1 + 4 + len(user.features)}I")
 
     def user_key(self, user_id: int) -> str:
-        return f"{self.namespace}:u:{user_id}"
+        return f"{self._user_prefix}{user_id}"
 
     def pin_key(self, pin_id: int) -> str:
-        return f"{self.namespace}:p:{pin_id}"
+        return f"{self._pin_prefix}{pin_id}"
 
     def applied(self, topic: str, partitions: Collection[int]) -> dict[int, int]:
         parts = sorted(partitions)
         if not parts:
             return {}
-        found = self.client.hmget(self._offsets_key, [f"{topic}:{p}" for p in parts])
+        found = self.client.hmget(self._offsets_key, [partition_field(topic, p) for p in parts])
         return {p: NO_OFFSET if v is None else int(v) for p, v in zip(parts, found, strict=True)}
 
     def load_users(self, user_ids: Collection[int]) -> dict[int, Seq]:
         ids = list(user_ids)
         if not ids:
             return {}
-        reply = self._load(args=[f"{self.namespace}:u:", ",".join(map(str, ids))])
+        reply = self._load(args=[self._user_prefix, ",".join(map(str, ids))])
         out, pos = {}, 0
         while pos < len(reply):
             index, length = _FOUND.unpack_from(reply, pos)
@@ -97,16 +100,20 @@ class RedisStateStore:
 
     def prepare(self, topic: str, update: BatchUpdate) -> _Prepared:
         """The script's arguments: all the CPU work of a commit, none of the waiting."""
-        args: list[bytes | str] = [repr(self.half_life_ms), str(len(update.offsets))]
+        args: list[bytes | str] = [
+            repr(self.half_life_ms), str(len(update.offsets)), str(update.write_ms),
+        ]  # fmt: skip
+        newest = update.newest_event_ms
         for partition, move in sorted(update.offsets.items()):
-            args += [f"{topic}:{partition}", str(move.expected), str(move.applied)]
+            field = partition_field(topic, partition)
+            args += [field, str(move.expected), str(move.applied), str(newest.get(partition, NO_EVENT))]  # fmt: skip
         args += [self._users_blob(update), self._pins_blob(update)]
         args += [*self._user_fields, *self._pin_fields]
         expected = {p: m.expected for p, m in update.offsets.items()}
         return _Prepared(args, expected)
 
     def apply(self, prepared: _Prepared) -> Conflict | None:
-        result = self._script(keys=[self._offsets_key], args=prepared.args)
+        result = self._script(keys=[self._offsets_key, self._progress_key], args=prepared.args)
         if result == 1:
             return None
         _, field, found = result
@@ -116,7 +123,7 @@ class RedisStateStore:
     def _users_blob(self, update: BatchUpdate) -> bytes:
         parts: list[bytes] = []
         entity_key, n_values = self.layout.user.keys, len(self.layout.user.features)
-        head, prefix, project = self._user_head.pack, f"{self.namespace}:u:", self._project
+        head, prefix, project = self._user_head.pack, self._user_prefix, self._project
         updated = int64_value_bytes(update.write_ms)
         for user_id, seq in update.users.items():
             state, values = encode_user(seq, updated)
@@ -134,7 +141,7 @@ class RedisStateStore:
     def _pins_blob(self, update: BatchUpdate) -> bytes:
         parts: list[bytes] = []
         entity_key, head, project = self.layout.pin.keys, _PIN_HEAD.pack, self._project
-        prefix = f"{self.namespace}:p:"
+        prefix = self._pin_prefix
         for pin_id, delta in update.pins.items():
             items = (
                 f"{prefix}{pin_id}".encode(),
@@ -146,11 +153,12 @@ class RedisStateStore:
         return b"".join(parts)
 
     def offsets_reset_hint(self, topic: str, partitions: Collection[int]) -> str:
-        """The command that forgets the applied offsets of ``partitions`` (for messages)."""
+        """The command that forgets these partitions' applied offsets and progress (for messages)."""
         host_port = self.address.removeprefix("redis ")
         host, _, port = host_port.rpartition(":")
-        fields = " ".join(f"'{topic}:{p}'" for p in sorted(partitions))
-        return f"redis-cli -h {host} -p {port} HDEL '{self._offsets_key}' {fields}"
+        fields = " ".join(f"'{partition_field(topic, p)}'" for p in sorted(partitions))
+        cli = f"redis-cli -h {host} -p {port}"
+        return f"{cli} HDEL '{self._offsets_key}' {fields} && {cli} HDEL '{self._progress_key}' {fields}"
 
     def close(self) -> None:
         self.client.close()

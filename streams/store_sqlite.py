@@ -1,14 +1,15 @@
 """The state store on SQLite: the Feast online database file, one transaction per batch.
 
 The state tables live in the same file as Feast's online tables, so one
-``BEGIN IMMEDIATE … COMMIT`` covers the applied offsets, the state and the Feast rows.
+``BEGIN IMMEDIATE … COMMIT`` covers the applied offsets and progress, the state and the
+Feast rows. Table names come from ``towerline.core.stream_progress``; the progress table is
+created when missing, so a database of an older worker gains it on the next start.
 ``BEGIN IMMEDIATE`` takes the write lock before the compare-and-set is read, so several
 worker processes on one host serialise their batches (pins are shared across them).
 """
 
 import datetime as dt
 import functools
-import re
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -23,6 +24,7 @@ from streams.feast_layout import StoreLayout, ViewLayout, pin_values, user_value
 from streams.sequence import Seq
 from streams.state import NO_OFFSET, Conflict
 from streams.update import BatchUpdate
+from towerline.core.stream_progress import NO_EVENT, StateNames, partition_field
 
 T = TypeVar("T")
 _CHUNK = 500  # ids per IN (...) query, well under SQLite's variable limit
@@ -41,10 +43,11 @@ def _locked(method: Callable[..., T]) -> Callable[..., T]:
 class SqliteStateStore:
     """``StateStore`` inside the Feast SQLite online store file."""
 
-    def __init__(self, path: str, layout: StoreLayout, namespace: str, half_life_ms: float) -> None:
+    def __init__(self, path: str, layout: StoreLayout, names: StateNames, half_life_ms: float) -> None:  # fmt: skip
         self.layout, self.half_life_ms = layout, half_life_ms
-        prefix = re.sub(r"\W", "_", namespace)
-        self._offsets, self._users, self._pins = (f'"{prefix}_{t}"' for t in ("offsets", "users", "pins"))  # fmt: skip
+        self._offsets, self._progress, self._users, self._pins = map(
+            names.sqlite_table, ("offsets", "progress", "users", "pins")
+        )
         # Autocommit mode: transactions are explicit. The rebalance listener runs on
         # kafka-python's IO thread while the worker thread waits, hence no thread check.
         self.conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -52,6 +55,8 @@ class SqliteStateStore:
         self._lock = threading.RLock()  # commits run on the committer thread, reads on others
         self.conn.executescript(
             f"CREATE TABLE IF NOT EXISTS {self._offsets} (tp TEXT PRIMARY KEY, applied INTEGER NOT NULL);"
+            f"CREATE TABLE IF NOT EXISTS {self._progress} (tp TEXT PRIMARY KEY,"
+            " newest_event_ms INTEGER NOT NULL, committed_ms INTEGER NOT NULL);"
             f"CREATE TABLE IF NOT EXISTS {self._users} (user_id INTEGER PRIMARY KEY, seq BLOB NOT NULL);"
             f"CREATE TABLE IF NOT EXISTS {self._pins} (pin_id INTEGER PRIMARY KEY, c0 REAL, c1 REAL,"
             " c2 REAL, c3 REAL, ref_ms INTEGER NOT NULL);"
@@ -59,7 +64,7 @@ class SqliteStateStore:
 
     @_locked
     def applied(self, topic: str, partitions: Collection[int]) -> dict[int, int]:
-        names = {f"{topic}:{p}": p for p in partitions}
+        names = {partition_field(topic, p): p for p in partitions}
         found = dict.fromkeys(names.values(), NO_OFFSET)
         for chunk in _chunks(list(names)):
             sql = f"SELECT tp, applied FROM {self._offsets} WHERE tp IN ({_marks(chunk)})"
@@ -134,7 +139,17 @@ class SqliteStateStore:
         self._feast_rows(self.layout.pin, pin_rows, now)
         c.executemany(
             f"INSERT OR REPLACE INTO {self._offsets} (tp, applied) VALUES (?, ?)",
-            [(f"{topic}:{p}", m.applied) for p, m in update.offsets.items()],
+            [(partition_field(topic, p), m.applied) for p, m in update.offsets.items()],
+        )
+        newest = update.newest_event_ms
+        c.executemany(
+            f"INSERT INTO {self._progress} (tp, newest_event_ms, committed_ms) VALUES (?, ?, ?)"
+            " ON CONFLICT(tp) DO UPDATE SET committed_ms = excluded.committed_ms,"
+            " newest_event_ms = max(newest_event_ms, excluded.newest_event_ms)",
+            [
+                (partition_field(topic, p), newest.get(p, NO_EVENT), update.write_ms)
+                for p in update.offsets
+            ],
         )
 
     def _feast_rows(
@@ -158,10 +173,10 @@ class SqliteStateStore:
         self.conn.executemany(sql, params)
 
     def offsets_reset_hint(self, topic: str, partitions: Collection[int]) -> str:
-        """The command that forgets the applied offsets of ``partitions`` (for messages)."""
-        names = ", ".join(f"'{topic}:{p}'" for p in sorted(partitions))
-        table = "[" + self._offsets.strip('"') + "]"  # [..] quotes it inside shell "..."
-        return f'sqlite3 {self.path} "DELETE FROM {table} WHERE tp IN ({names})"'
+        """The command that forgets these partitions' applied offsets and progress (for messages)."""
+        names = ", ".join(f"'{partition_field(topic, p)}'" for p in sorted(partitions))
+        offsets, progress = ("[" + t.strip('"') + "]" for t in (self._offsets, self._progress))  # [..] quotes it inside shell "..."  # fmt: skip
+        return f'sqlite3 {self.path} "DELETE FROM {offsets} WHERE tp IN ({names}); DELETE FROM {progress} WHERE tp IN ({names})"'
 
     def close(self) -> None:
         self.conn.close()

@@ -30,6 +30,9 @@ class BatchUpdate:
     users: dict[int, sequence.Seq] = field(default_factory=dict)  # new full sequences
     pins: dict[int, decay.Decayed] = field(default_factory=dict)  # this batch's deltas
     offsets: dict[int, OffsetMove] = field(default_factory=dict)  # by partition
+    # Newest event time per partition among the batch's events, duplicates included (they
+    # were read too); a partition of dead letters only has none. Stored as its progress.
+    newest_event_ms: dict[int, int] = field(default_factory=dict)
     counted: list[Event] = field(default_factory=list)  # events that changed state
     duplicates: int = 0
     write_ms: int = 0  # wall time of the write: updated_ts_ms of the user rows
@@ -50,9 +53,11 @@ def build_update(
     they are handled too, and the applied offset must move past them.
     """
     update = BatchUpdate(offsets=dict(offsets), write_ms=write_ms)
-    users, pins = update.users, update.pins
+    users, pins, newest = update.users, update.pins, update.newest_event_ms
     seen: set[str] = set()  # an event too old for a full sequence is not in it; catch repeats
     for ev in events:
+        if ev.ts_ms > newest.get(ev.partition, -1):
+            newest[ev.partition] = ev.ts_ms
         seq = users[ev.user_id] if ev.user_id in users else seqs.get(ev.user_id, sequence.EMPTY)
         if ev.event_id in seen or sequence.contains(seq, ev.event_id):
             update.duplicates += 1

@@ -110,6 +110,13 @@ def test_batch_folds_events_and_counts_each_event_once() -> None:
     assert [e.event_id for e in update.users[7]] == ["old", "a"]
     assert update.pins[3] == decay.Decayed((0.0, 1.0, 0.0, 0.0), 200)  # "old" not re-counted
     assert update.offsets == moves and update.write_ms == 999
+    assert update.newest_event_ms == {0: 200, 1: 50}  # the late duplicate at 100 moves nothing
+
+
+def test_a_partition_of_dead_letters_only_has_no_newest_event_time() -> None:
+    moves = {0: OffsetMove(-1, 3), 2: OffsetMove(5, 9)}
+    update = build_update([ev("a", 1, 2, 70, 3)], {}, moves, max_len=3, half_life_ms=H, write_ms=0)
+    assert update.newest_event_ms == {0: 70}
 
 
 def test_an_event_too_old_for_a_full_sequence_still_counts_for_its_pin() -> None:

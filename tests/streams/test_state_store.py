@@ -1,10 +1,12 @@
 """The state stores against real SQLite and Redis: Feast's layout, atomicity, the CAS."""
 
 import datetime as dt
+import re
 import sqlite3
 
 import feast
 import pytest
+from stream_kit import NAMESPACE
 
 from streams import decay
 from streams.feast_layout import layout_of, pin_values, user_values
@@ -13,6 +15,8 @@ from streams.state import NO_OFFSET, Conflict
 from streams.store_redis import RedisStateStore
 from streams.stores import open_state_store
 from streams.update import BatchUpdate, OffsetMove
+from towerline.core.online_layout import sqlite_path
+from towerline.core.stream_progress import PartitionProgress, read_progress
 
 H = 3_600_000.0
 T = 1_760_000_000_123
@@ -40,7 +44,7 @@ def feast_writes(store: feast.FeatureStore, entity: int) -> None:
 
 def test_rows_are_feasts_own_and_read_back(online: str, feast_store) -> None:
     store = feast_store(online)
-    state = open_state_store(store, "towerline:streams:test", H)
+    state = open_state_store(store, NAMESPACE, H)
     assert state.commit("t", update(NO_OFFSET, 41)) is None
     feast_writes(store, 2)
     got = store.get_online_features(
@@ -73,7 +77,7 @@ def stored_rows(store: feast.FeatureStore, state, entity: int) -> list:
 
 
 def test_compare_and_set_refuses_a_stale_batch_and_writes_nothing(online: str, feast_store) -> None:
-    state = open_state_store(feast_store(online), "towerline:streams:test", H)
+    state = open_state_store(feast_store(online), NAMESPACE, H)
     assert state.commit("t", update(NO_OFFSET, 10)) is None
     stale = update(NO_OFFSET, 20, users={5: SEQ}, pins={5: PIN})
     assert state.commit("t", stale) == Conflict(partition=0, expected=NO_OFFSET, found=10)
@@ -84,11 +88,73 @@ def test_compare_and_set_refuses_a_stale_batch_and_writes_nothing(online: str, f
 
 
 def test_pin_deltas_merge_in_the_store(online: str, feast_store) -> None:
-    state = open_state_store(feast_store(online), "towerline:streams:test", H)
+    state = open_state_store(feast_store(online), NAMESPACE, H)
     late = decay.Decayed((0.0, 4.0, 0.0, 0.0), T - 3_600_000)  # one half-life older
     assert state.commit("t", update(NO_OFFSET, 1, users={})) is None
     assert state.commit("t", update(1, 2, users={}, pins={1: late})) is None
     [got] = state.load_pins([1]).values()
     assert got.ref_ms == T
     assert got.values == pytest.approx((1.0, 0.5 + 2.0, 0.0, 2.25), rel=1e-12)
+    state.close()
+
+
+def progress(store: feast.FeatureStore, topic: str = "t") -> dict[int, tuple]:
+    got = read_progress(store, NAMESPACE, topic)
+    return {p.partition: (p.applied, p.newest_event_ms, p.committed_ms) for p in got}
+
+
+def test_progress_commits_with_the_offsets_and_a_conflict_writes_neither(online: str, feast_store) -> None:  # fmt: skip
+    store = feast_store(online)
+    state = open_state_store(store, NAMESPACE, H)
+    first = update(NO_OFFSET, 10, newest_event_ms={0: T}, write_ms=T + 50)
+    assert state.commit("t", first) is None
+    assert progress(store) == {0: (10, T, T + 50)}
+    stale = update(NO_OFFSET, 20, offsets={0: OffsetMove(NO_OFFSET, 20), 1: OffsetMove(NO_OFFSET, 4)}, newest_event_ms={0: T + 9000, 1: T}, write_ms=T + 99)  # fmt: skip
+    assert state.commit("t", stale) == Conflict(partition=0, expected=NO_OFFSET, found=10)
+    assert progress(store) == {0: (10, T, T + 50)}  # partition 1 was not written either
+    assert progress(store, "other") == {}
+    state.close()
+
+
+def test_the_newest_event_time_never_moves_back(online: str, feast_store) -> None:
+    store = feast_store(online)
+    state = open_state_store(store, NAMESPACE, H)
+    moves = {0: OffsetMove(NO_OFFSET, 5), 1: OffsetMove(NO_OFFSET, 2)}
+    assert state.commit("t", update(0, 0, offsets=moves, newest_event_ms={0: T, 1: T - 7}, write_ms=T + 1)) is None  # fmt: skip
+    late = {0: OffsetMove(5, 9), 1: OffsetMove(2, 3)}  # partition 0: late events; 1: newer
+    assert state.commit("t", update(0, 0, offsets=late, newest_event_ms={0: T - 60_000, 1: T + 3}, write_ms=T + 2)) is None  # fmt: skip
+    assert progress(store) == {0: (9, T, T + 2), 1: (3, T + 3, T + 2)}
+    dead_only = {
+        0: OffsetMove(9, 12)
+    }  # dead letters only: the commit time moves, not the event time
+    assert state.commit("t", update(0, 0, offsets=dead_only, newest_event_ms={}, write_ms=T + 3)) is None  # fmt: skip
+    assert progress(store)[0] == (12, T, T + 3)
+    state.close()
+
+
+def test_a_partition_with_no_event_yet_reads_as_none(online: str, feast_store) -> None:
+    store = feast_store(online)
+    state = open_state_store(store, NAMESPACE, H)
+    assert state.commit("t", update(NO_OFFSET, 3, newest_event_ms={}, write_ms=T)) is None
+    assert read_progress(store, NAMESPACE, "t") == [PartitionProgress("t", 0, 3, None, T)]
+    state.close()
+
+
+def test_a_state_db_of_an_older_worker_gains_progress_and_keeps_its_offsets(feast_store) -> None:
+    store = feast_store("sqlite")
+    prefix = re.sub(r"\W", "_", f"{NAMESPACE}:{store.project}")
+    with sqlite3.connect(sqlite_path(store)) as old:  # the tables as the worker made them before
+        old.executescript(
+            f'CREATE TABLE "{prefix}_offsets" (tp TEXT PRIMARY KEY, applied INTEGER NOT NULL);'
+            f'CREATE TABLE "{prefix}_users" (user_id INTEGER PRIMARY KEY, seq BLOB NOT NULL);'
+            f'CREATE TABLE "{prefix}_pins" (pin_id INTEGER PRIMARY KEY, c0 REAL, c1 REAL,'
+            " c2 REAL, c3 REAL, ref_ms INTEGER NOT NULL);"
+            f"INSERT INTO \"{prefix}_offsets\" VALUES ('t:0', 41), ('t:2', 7), ('tx:0', 3);"
+        )
+    old.close()
+    assert progress(store) == {0: (41, None, None), 2: (7, None, None)}
+    state = open_state_store(store, NAMESPACE, H)
+    assert state.applied("t", [0, 2]) == {0: 41, 2: 7}
+    assert state.commit("t", update(41, 60, newest_event_ms={0: T}, write_ms=T + 5)) is None
+    assert progress(store) == {0: (60, T, T + 5), 2: (7, None, None)}
     state.close()

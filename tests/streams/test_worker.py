@@ -20,6 +20,7 @@ from schemas.codec import AvroCodec
 from streams.deadletter import read_headers
 from streams.runner import run_worker_in_thread
 from streams.stores import open_state_store
+from towerline.core.stream_progress import read_progress
 
 pytestmark = pytest.mark.kafka
 SEQ_LEN, HALF_LIFE_S = 8, 6 * 3600.0
@@ -199,3 +200,26 @@ def test_a_restart_resumes_from_the_state_store_not_from_kafka(
         time.sleep(0.5)  # anything more would be a double count
         assert second.stats.consumed == len(events) - done_first, second.stats
     check(feast_store(online), events)
+
+
+def test_progress_per_partition_is_readable_from_outside_the_worker(
+    online: str, feast_store, worker_cfg, new_topic, produce, consume_all
+) -> None:
+    topic, events = new_topic("eng"), events_for(seed=5, n=300)
+    started = now_ms()
+    produce(topic, [e.encode(CODEC) for e in events])
+    records = consume_all(topic, len(events))
+    partition_of = {int(r.key): r.partition for r in records}
+    want: dict[int, tuple[int, int]] = {}  # partition -> (last offset, newest event time)
+    for r in records:
+        last, newest = want.get(r.partition, (-1, -1))
+        want[r.partition] = (max(last, r.offset), newest)
+    for e in events:
+        last, newest = want[partition_of[e.user_id]]
+        want[partition_of[e.user_id]] = (last, max(newest, e.ts_ms))
+    cfg = worker_cfg(topic, seq_len=SEQ_LEN, half_life_s=HALF_LIFE_S)
+    with run_worker_in_thread(cfg, feast_store(online)) as worker:
+        assert worker.wait_applied(len(events), timeout_s=60), worker.stats
+    got = read_progress(feast_store(online), NAMESPACE, topic)
+    assert {p.partition: (p.applied, p.newest_event_ms) for p in got} == want
+    assert all(started <= p.committed_ms <= now_ms() for p in got)
