@@ -7,7 +7,9 @@ A Beam job (DirectRunner by default, any runner through standard pipeline option
 
 then ``run_index`` publishes the staged directory (fsync, rename to
 ``<INDEXES>/<model_name>/<version>-<built_at>``, flip ``current`` with ``os.replace``) and
-keeps the last N builds (``towerline.core.ann``).
+keeps the last N builds (``towerline.core.ann``). With ``reuse``, an intact build of the same
+item tower over the same corpus snapshot with the same graph parameters (``find_build``) is
+returned instead and nothing is built: what makes a rerun of the daily chain build nothing.
 
 Embedding is a Beam step, not a plain torch loop: each element is a record batch of up to
 65,536 corpus pins, so Beam's per-element cost vanishes, the item tower is loaded once per
@@ -42,11 +44,18 @@ from model.artifacts import load_config, load_item_tower
 from model.registry import verify_version
 from towerline.core.ann import (
     METADATA_FILE,
+    SERVING,
+    AnnError,
     HnswIndex,
     HnswParams,
+    current_dir,
+    list_indexes,
+    model_root,
     new_staging,
     publish_index,
     read_metadata,
+    read_pointer,
+    verify_index,
 )
 from towerline.core.ann.interests import INTERESTS_FILE, PinInterests
 from towerline.core.contracts import DEFAULT_MODEL_NAME, PAD_INTEREST
@@ -245,6 +254,49 @@ def save_pin_interests(corpus_file: Path, staging: Path, meta: dict[str, Any]) -
     return meta
 
 
+def same_build(
+    meta: dict[str, Any], facts: dict[str, Any], params: HnswParams, calibrate: bool
+) -> bool:
+    """Whether the build ``meta`` is what building ``facts`` (``version_facts``) with
+    ``params`` would make: same model, version, item tower, corpus snapshot and graph. The
+    query beam counts only when it is not calibrated (calibration picks it from the data)."""
+    graph = params.to_json()
+    if calibrate:
+        graph.pop("ef_search")
+    built = meta.get("hnsw") or {}
+    return (
+        all(meta.get(k) == facts[k] for k in ("model_name", "model_version", "corpus_snapshot"))
+        and (meta.get("sha256") or {}).get("item_tower") == facts["sha256"]["item_tower"]
+        and all(built.get(k) == v for k, v in graph.items())
+    )
+
+
+def find_build(
+    out: Path, facts: dict[str, Any], params: HnswParams, calibrate: bool = True
+) -> tuple[Path, dict[str, Any]] | None:
+    """An intact published build that ``same_build`` takes for ``facts``, or None. The one
+    ``serving.json`` names comes first, then ``current``, then the newest, so a rerun picks
+    the build already served and changes no pointer."""
+    model_name = facts["model_name"]
+    matching = [
+        p for p, m in list_indexes(out, model_name) if same_build(m, facts, params, calibrate)
+    ]
+    serving = (read_pointer(model_root(out, model_name) / SERVING) or {}).get("dir")
+    current = current_dir(out, model_name)
+    first = [p for p in matching if p.name == serving] + [p for p in matching if p == current]
+    for path in dict.fromkeys(first + matching[::-1]):
+        try:
+            meta = verify_index(path)
+            if meta.get("pin_interests_file"):
+                interests = path / meta["pin_interests_file"]
+                if sha256_file(interests) != meta["sha256"].get("pin_interests"):
+                    continue  # serving's interest rules would read a damaged file
+            return path, meta
+        except (AnnError, OSError):
+            continue  # damaged: never reused, a new build replaces it
+    return None
+
+
 def run_index(
     corpus: Path,
     registry: Path,
@@ -257,9 +309,12 @@ def run_index(
     threads: int = -1,
     pipeline_args: list[str] | None = None,
     now: dt.datetime | None = None,
+    reuse: bool = False,
 ) -> dict[str, Any]:
     """Build, stage and publish the index of ``version`` (None / "latest" = newest) over the
-    corpus snapshot ``corpus``; returns its metadata plus ``path`` and ``seconds``.
+    corpus snapshot ``corpus``; returns its metadata plus ``path``, ``seconds`` and
+    ``reused`` (with ``reuse``: an intact build ``find_build`` finds is returned as it is,
+    nothing is built and no pointer moves).
 
     ``params`` default ``HnswParams()``; with ``calibrate`` its ``ef_search`` is replaced by
     the smallest on ``EF_LADDER`` reaching recall@100 0.95 on this corpus. ``threads``:
@@ -267,9 +322,14 @@ def run_index(
     started, now = time.monotonic(), now or dt.datetime.now(dt.UTC)
     snapshot, manifest = resolve_snapshot(corpus)
     facts, dim = version_facts(registry, version, model_name, manifest["snapshot_id"], now)
+    params = params or HnswParams()
+    found = find_build(out, facts, params, calibrate) if reuse else None
+    if found is not None:
+        seconds = round(time.monotonic() - started, 3)
+        return {**found[1], "path": str(found[0]), "seconds": seconds, "reused": True}
     staging = new_staging(out, model_name)
     try:
-        build = BuildIndex(str(staging), params or HnswParams(), threads, facts, calibrate)
+        build = BuildIndex(str(staging), params, threads, facts, calibrate)
         pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args or []))
         build_pipeline(pipeline, snapshot / CORPUS_FILE, registry, build)
         with stop_workers_on_interrupt():  # Ctrl-C: kill the worker processes, end at once
@@ -281,4 +341,5 @@ def run_index(
         final = publish_index(staging, out, model_name, keep, now)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; left by a failure
-    return {**meta, "path": str(final), "seconds": round(time.monotonic() - started, 3)}
+    seconds = round(time.monotonic() - started, 3)
+    return {**meta, "path": str(final), "seconds": seconds, "reused": False}
