@@ -1,6 +1,6 @@
 # towerline — make setup | demo | test | bench | lint
 # Every target is idempotent: the venv is (re)installed only when pyproject.toml or
-# constraints.txt changed since the last install.
+# constraints.txt changed since the last install; Debian packages only when missing.
 
 PYTHON ?= python3.11
 VENV   := .venv
@@ -9,9 +9,13 @@ STAMP  := $(VENV)/.installed
 DEMO_DIR ?= .towerline/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup system-packages demo test bench lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) system-packages
+
+# prometheus/promtool and chromium, from Debian when missing (the tests use the real tools).
+system-packages:
+	@.ci/system-packages.sh
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { \

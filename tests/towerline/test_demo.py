@@ -3,6 +3,7 @@ terminal, library logs in its log file, figures that measure what they say."""
 
 import datetime as dt
 import re
+from pathlib import Path
 
 from rich.console import Console
 
@@ -27,6 +28,7 @@ def test_demo_is_quiet_truthful_and_keeps_to_its_workdir(tmp_path):
 
     # ... and taken with --force: the whole demo through the CLI, as `make demo` runs it.
     ran = towerline("demo", "--workdir", workdir, "--force", *SMALL, timeout=280)
+    assert "freshness report: " in ran.stdout and "SLOs: " in ran.stdout, str(ran)
     assert ran.code == 0, str(ran)
     noisy = [line for line in (ran.stdout + ran.stderr).splitlines() if NOISE.search(line)]
     assert not noisy, f"library output on the terminal: {noisy}\n{ran}"
@@ -80,3 +82,10 @@ def _check_summary(summary: dict) -> None:
     assert serving["requests"][3]["history"] == "missing"  # the unknown user: cold start
     swaps = serving["swaps"]
     assert swaps["served"] == "v1 → v2 → v1" and swaps["failed"] == 0 and swaps["requests"] > 10
+    fresh = summary["freshness"]
+    assert Path(fresh["report"]).is_file() and "<svg" in Path(fresh["report"]).read_text()
+    # The demo's batch runs are minutes old and the worker just applied the day: the batch
+    # views' run ages and the stream's pipeline freshness hold their SLOs.
+    for slo in ("user_profile_run_age", "pin_profile_run_age", "user_history_state_run_age"):
+        assert fresh["slos"][slo] == "ok", fresh["table"]
+    assert "user_realtime_seq" in fresh["table"] and "index_age" in fresh["table"]

@@ -30,6 +30,8 @@ from towerline.cli.batch_index import (
     publish_cmd,
     rollback_cmd,
 )
+from towerline.cli.daily import daily_cmd
+from towerline.cli.freshness import freshness_app
 from towerline.cli.importer import import_app
 from towerline.cli.model import evaluate_cmd, train_cmd
 from towerline.cli.serve import serve_cmd
@@ -56,6 +58,7 @@ app.add_typer(import_app, name="import", help="Import public data sets into a la
 app.add_typer(batch_app, name="batch")
 app.add_typer(index_app, name="index")
 app.add_typer(stream_app, name="stream")
+app.add_typer(freshness_app, name="freshness")
 app.command("train")(train_cmd)
 app.command("evaluate")(evaluate_cmd)
 batch_app.command("encode", context_settings=o.BEAM_CONTEXT)(batch_encode_cmd)
@@ -64,6 +67,7 @@ batch_app.command("index", context_settings=o.BEAM_CONTEXT)(batch_index_cmd)
 index_app.command("rollback")(index_rollback_cmd)
 app.command("publish")(publish_cmd)
 app.command("rollback")(rollback_cmd)
+app.command("daily", context_settings=o.BEAM_CONTEXT)(daily_cmd)
 stream_app.command("run")(stream_run_cmd)
 app.command("serve")(serve_cmd)
 
@@ -222,12 +226,19 @@ def features_load_profiles(
     data_dir: o.DataDir = None,
     project: o.Project = None,
     progress: o.Progress = True,
+    ledger_path: o.Ledger = o.DEFAULT_LEDGER,
 ) -> None:
-    """Write user_profile and pin_profile from the lake to the online store."""
+    """Write user_profile and pin_profile from the lake to the online store; record the run
+    in the ledger."""
     from batch.profiles import load_profiles
+    from towerline.core import ledger
 
-    store = o.feature_store(repo, online, redis_url, data_dir, project)
-    typer.echo(json.dumps(load_profiles(store, lake, progress=progress)))
+    with ledger.Run(ledger_path, "load-profiles") as run:
+        store = o.feature_store(repo, online, redis_url, data_dir, project)
+        counts = load_profiles(store, lake, progress=progress)
+        where = f"{store.config.online_store.type}:{store.project}"
+        run.succeeded(**ledger.facts("load-profiles", counts, output=where))
+    typer.echo(json.dumps(counts))
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 world → Parquet lake → Feast apply + profiles → train, encode, corpus, index, publish →
 dev broker → replay one day of engagements through a stream worker → consume them back →
-summary table. The terminal shows the steps and the results; library logs go to
+summary table → freshness of every view (table, and an HTML report). The terminal shows the steps and the results; library logs go to
 ``WORKDIR/towerline.log`` (and to the terminal too with ``verbose``).
 """
 
@@ -62,6 +62,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
             "and `towerline --help` for every command.",
             highlight=False,
         )
+        # Last, as an operator's morning starts: how fresh is everything just built.
+        console.print(summary["freshness"]["table"], highlight=False, markup=False, end="")
+        console.print(f"freshness report: [bold]{summary['freshness']['report']}[/bold]")
     summary["log"] = str(log_path)
     return summary
 
@@ -73,7 +76,7 @@ def _run_steps(cfg: DemoConfig, console: Console) -> dict:
         summary["world"] = _generate(cfg, lake)
     store = _open_store(cfg)
     with _step(console, "apply the Feast repo and load profiles"):
-        summary["profiles"] = _load_profiles(store, lake)
+        summary["profiles"] = _load_profiles(store, lake, cfg.workdir)
     with _step(console, "train, encode, build corpus and index, publish"):
         summary["batch"] = _batch(cfg, lake, store)
         for row in summary["batch"]["epochs"]:
@@ -88,6 +91,8 @@ def _run_steps(cfg: DemoConfig, console: Console) -> dict:
     summary["seconds"] = round(time.monotonic() - started, 1)
     console.print(serving_table(summary["serving"]))
     console.print(summary_table(summary))
+    with _step(console, "freshness of every feature view, the stream and the index"):
+        summary["freshness"] = _freshness(cfg, lake, store, summary["replay"]["stream"])
     return summary
 
 
@@ -144,12 +149,16 @@ def _batch(cfg: DemoConfig, lake: Path, store) -> dict:
     return train_encode_index(lake, cfg.workdir, cfg.end_date, store)
 
 
-def _load_profiles(store, lake: Path) -> dict:
+def _load_profiles(store, lake: Path, workdir: Path) -> dict:
     from batch.profiles import load_profiles
     from towerline.core.featurestore import apply_repo, read_online
+    from towerline.demo.chain import recorded
 
     apply_repo(store, lake=lake)
-    counts = load_profiles(store, lake, progress=False)
+    where = f"{store.config.online_store.type}:{store.project}"
+    counts = recorded(
+        workdir, "load-profiles", lambda: load_profiles(store, lake, progress=False), where
+    )
     user = read_online(store, USER_FEATURES, [{"user_id": 1}])
     pin = read_online(store, PIN_FEATURES, [{"pin_id": 1}])
     return {
@@ -171,6 +180,41 @@ def _serve(cfg: DemoConfig, lake: Path, store) -> dict:
         publish_second=lambda: second_version(lake, cfg.workdir, cfg.end_date, store),
         roll_back=lambda: roll_back(lake, cfg.workdir, store),
     )
+
+
+def _freshness(cfg: DemoConfig, lake: Path, store, stream: dict) -> dict:
+    """What `towerline freshness` and `freshness report` show, over the demo's own outputs.
+
+    The broker and the server are stopped by now: lag by offsets and the hosts' versions
+    are not measured (the table says so); the rest reads the ledger, the store, the lake,
+    the registry and the index store."""
+    from monitoring import history
+    from monitoring.collect import Sources, collect
+    from monitoring.report import render
+    from monitoring.table import render_table
+    from towerline.core.files import write_text_atomic
+    from towerline.demo.workdir import HISTORY_NAME, LEDGER_NAME, REPORT_NAME
+
+    sources = Sources(
+        ledger=cfg.workdir / LEDGER_NAME,
+        lake=lake,
+        registry=cfg.workdir / "registry",
+        indexes=cfg.workdir / "indexes",
+        store=store,
+        group=stream["group"],
+        state_namespace=stream["state_namespace"],
+    )
+    snapshot = collect(sources)
+    past = cfg.workdir / HISTORY_NAME
+    history.append(past, snapshot)
+    report = cfg.workdir / REPORT_NAME
+    write_text_atomic(report, render(snapshot, history.read(past)))
+    return {
+        "table": render_table(snapshot),
+        "report": str(report),
+        "slos": {r.slo: r.status for r in snapshot.slos},
+        "unreachable": list(snapshot.unreachable),
+    }
 
 
 def _replay(cfg: DemoConfig, lake: Path, bootstrap: str, store) -> dict:

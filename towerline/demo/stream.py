@@ -51,6 +51,8 @@ def replay_and_consume(lake: Path, day: str, bootstrap: str, store) -> dict[str,
             "dead_lettered": worker.stats.dead_lettered,
             "pipeline_latency_ms": worker.pipeline_latency_ms(),
             "freshness_ms": worker.freshness_ms(),
+            "state_namespace": worker_cfg.state_namespace,  # where the monitor reads its progress
+            "group": worker_cfg.group_id,
         }
     actions, bad = consume_back(bootstrap, result.topic, expected=result.sent)
     return {

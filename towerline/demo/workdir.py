@@ -16,8 +16,21 @@ from towerline.core.errors import RefusedError
 from towerline.core.files import write_json_atomic
 
 MARKER = ".towerline-demo"
-# What one run writes and the next one replaces.
-RUN_OUTPUTS = ("lake", "feast", "registry", "indexes", "corpus")
+LEDGER_NAME = "ledger.jsonl"  # the run ledger of the demo's batch steps
+HISTORY_NAME = "freshness_history.jsonl"  # the monitor's history, beside the ledger
+REPORT_NAME = "freshness-report.html"
+# What one run writes and the next one replaces (the ledger and the freshness history
+# describe the outputs it drops).
+RUN_OUTPUTS = (
+    "lake",
+    "feast",
+    "registry",
+    "indexes",
+    "corpus",
+    LEDGER_NAME,
+    HISTORY_NAME,
+    REPORT_NAME,
+)
 
 
 def claim_workdir(workdir: Path, *, force: bool = False) -> Path:
@@ -38,5 +51,9 @@ def claim_workdir(workdir: Path, *, force: bool = False) -> Path:
         now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         write_json_atomic(workdir / MARKER, {"created_by": "towerline demo", "at": now})
     for name in RUN_OUTPUTS:  # a second `make demo` starts from a clean slate
-        shutil.rmtree(workdir / name, ignore_errors=True)
+        path = workdir / name
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
     return workdir
