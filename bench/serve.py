@@ -523,9 +523,10 @@ def merged(raws: list[Path]) -> dict:
 def inprocess_breakdown(root: Path, store, args: argparse.Namespace, iterations: int) -> dict:
     """Single-request costs of each piece of /v1/retrieve in this process (one torch
     thread, as the server): median / p99 ms over ``iterations`` random users and pins."""
+    from serving.app import retrieve_body
     from serving.features import VIEWS, read_subjects, read_users
     from serving.online import OnlineReader
-    from serving.retrieve import Ask, Retriever, forward
+    from serving.retrieve import Answer, Ask, Retriever, forward
     from serving.rules import Rules, apply_rules
     from serving.versions import TowerCache, load_served, read_serving
 
@@ -545,10 +546,8 @@ def inprocess_breakdown(root: Path, store, args: argparse.Namespace, iterations:
         times.setdefault(name, []).append(time.perf_counter() - t0)
         return out
 
-    def respond(got) -> bytes:  # as serving.app builds the /v1/retrieve body
-        candidates = [{"pin_id": a, "score": b} for a, b in zip(got[0].tolist(), got[1].tolist(), strict=True)]  # fmt: skip
-        doc = {"model_version": version, "index_built_at": served.built_at, "history": "cached", "context": "subject_pin", "candidates": candidates}  # fmt: skip
-        return json.dumps(doc, separators=(",", ":")).encode()
+    def respond(got) -> bytes:  # the /v1/retrieve body, as serving.app builds it
+        return retrieve_body(Answer(version, served.built_at, "cached", "subject_pin", *got)).encode()  # fmt: skip
 
     reader = OnlineReader(store, VIEWS)
     for i in range(iterations + 10):

@@ -1,10 +1,10 @@
 """Micro-batching: concurrent requests within a short window share one batch.
 
-One batch runs at a time on one worker thread (the torch forward and the index query
-use that thread; the event loop keeps accepting requests meanwhile), so requests that
-arrive while a batch runs form the next batch without waiting for the window. The window
-itself is only waited for when the recent arrival rate says another request is likely to
-come within it: at low rates a lone request never pays the window.
+One batch runs at a time, on the event loop's thread (or, given an executor, on its
+thread), so requests that arrive while a batch runs form the next batch without waiting
+for the window. The window itself is only waited for when the recent arrival rate says
+another request is likely to come within it: at low rates a lone request never pays the
+window.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+SETTLE_TURNS = 3
 
 
 class MicroBatcher(Generic[T, R]):
@@ -26,7 +27,7 @@ class MicroBatcher(Generic[T, R]):
         run: Callable[[Sequence[T]], Sequence[R]],
         window_s: float,
         max_batch: int,
-        executor: ThreadPoolExecutor,
+        executor: ThreadPoolExecutor | None = None,
         on_batch: Callable[[int], None] = lambda size: None,
     ) -> None:
         self._run, self._window, self._max = run, window_s, max_batch
@@ -58,20 +59,29 @@ class MicroBatcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
+            if self._executor is None:
+                await _settle()
             wait = self._window if self._gap_s < self._window else 0.0
             await self._gather(batch, loop.time() + wait)
             items = [item for item, _ in batch]
             self._on_batch(len(items))
             try:
-                results = await loop.run_in_executor(self._executor, self._run, items)
+                if self._executor is None:
+                    results = self._run(items)
+                else:
+                    results = await loop.run_in_executor(self._executor, self._run, items)
             except Exception as exc:  # noqa: BLE001 - handed to every waiting request
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
+                await asyncio.sleep(0)
                 continue
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+            # Let this batch's requests answer before the next batch runs: with a queue
+            # already full, nothing below would yield to the event loop.
+            await asyncio.sleep(0)
 
     async def _gather(self, batch: list, deadline: float) -> None:
         assert self._queue is not None
@@ -87,3 +97,12 @@ class MicroBatcher(Generic[T, R]):
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))
             except TimeoutError:
                 return
+
+
+async def _settle() -> None:
+    """A batch run on the event loop holds it: requests that arrived meanwhile are still
+    unparsed. Parsing one and handing it to ``submit`` takes two loop turns (the I/O poll
+    creates its task, the task runs), so a few turns let them join this batch, as they
+    would have queued behind a batch running on a thread."""
+    for _ in range(SETTLE_TURNS):
+        await asyncio.sleep(0)

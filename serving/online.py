@@ -11,7 +11,7 @@ offline, so a change of Feast's layout fails there.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import feast
 import numpy as np
@@ -37,28 +37,28 @@ class OnlineReader:
         self._redis = _redis_client(store) if store.config.online_store.type == "redis" else None
         versioning = store.config.registry.enable_online_feature_view_versioning
         self._fields = {
-            name: [
-                _mmh3(f"{compute_versioned_name(view, versioning)}:{f}")
+            name: {
+                f: _mmh3(f"{compute_versioned_name(view, versioning)}:{f}")
                 for f in VIEW_FEATURES[name]
-            ]  # fmt: skip
+            }  # fmt: skip
             for name, view in self._views.items()
         }
 
-    def read_many(
-        self, asks: Sequence[tuple[str, Sequence[Key], frozenset[str]]]
-    ) -> list[list[Row]]:
+    def read_many(self, asks: Sequence[Read]) -> list[list[Row]]:
         """Several ``read``s at once: one round trip on Redis."""
         if self._redis is None:
-            return [self.read(view, keys, arrays) for view, keys, arrays in asks]
+            return [self.read(*ask) for ask in asks]
         version = self._config.entity_key_serialization_version
         project = self._config.project
         with self._redis.pipeline(transaction=False) as pipe:
-            for view, keys, _ in asks:
-                for key in keys:
-                    pipe.hmget(_redis_key(project, _entity_key(key), version), self._fields[view])
+            for ask in asks:
+                fields = [self._fields[ask.view][f] for f in _features(ask)]
+                for key in ask.keys:
+                    pipe.hmget(_redis_key(project, _entity_key(key), version), fields)
             replies = iter(pipe.execute())
         return [
-            [_redis_row(view, next(replies), arrays) for _ in keys] for view, keys, arrays in asks
+            [_redis_row(_features(ask), next(replies), ask.arrays) for _ in ask.keys]
+            for ask in asks
         ]
 
     def read(
@@ -66,15 +66,31 @@ class OnlineReader:
         view: str,
         keys: Sequence[Mapping[str, int | str]],
         arrays: frozenset[str] = frozenset(),
+        features: tuple[str, ...] | None = None,
     ) -> list[Row]:
-        """One row per entity key of ``view`` (its contract features); features named in
-        ``arrays`` come back as numpy arrays, the rest as Python values."""
+        """One row per entity key of ``view`` (``features``, default all its contract
+        features); features named in ``arrays`` come back as numpy arrays, the rest as
+        Python values."""
         if not keys:
             return []
         entity_keys = [_entity_key(key) for key in keys]
-        features = list(VIEW_FEATURES[view])  # a fresh list: the Redis store appends to it
-        answers = self._provider.online_read(self._config, self._views[view], entity_keys, features)
+        # a fresh list: the Redis store appends to it
+        wanted = list(features or VIEW_FEATURES[view])
+        answers = self._provider.online_read(self._config, self._views[view], entity_keys, wanted)
         return [_row(values, arrays) for _, values in answers]
+
+
+class Read(NamedTuple):
+    """One view's rows for a ``read_many``: ``features`` None = all of the view's."""
+
+    view: str
+    keys: Sequence[Key]
+    arrays: frozenset[str] = frozenset()
+    features: tuple[str, ...] | None = None
+
+
+def _features(ask: Read) -> tuple[str, ...]:
+    return ask.features or VIEW_FEATURES[ask.view]
 
 
 def _value(v: int | str) -> Value:
@@ -101,12 +117,14 @@ def _entity_key(key: Key) -> EntityKey:
     return EntityKey(join_keys=list(key), entity_values=[_value(v) for v in key.values()])
 
 
-def _redis_row(view: str, values: Sequence[bytes | None], arrays: frozenset[str]) -> Row:
+def _redis_row(
+    features: Sequence[str], values: Sequence[bytes | None], arrays: frozenset[str]
+) -> Row:
     if all(v is None for v in values):
         return None
     return {
         name: None if raw is None else _python(Value.FromString(raw), name in arrays)
-        for name, raw in zip(VIEW_FEATURES[view], values, strict=True)
+        for name, raw in zip(features, values, strict=True)
     }
 
 

@@ -14,7 +14,7 @@ import feast
 import numpy as np
 import torch
 
-from serving.features import VIEWS, SubjectInputs, UserInputs, read_subjects, read_users
+from serving.features import VIEWS, SubjectInputs, UserInputs, read_inputs
 from serving.online import OnlineReader
 from serving.rules import Rules, apply_rules
 from serving.versions import Served, Tower
@@ -56,8 +56,11 @@ StageTimer = Callable[[str, float], None]
 
 def forward(tower: Tower, users: UserInputs, subjects: SubjectInputs) -> np.ndarray:
     """The online tower of one version on a batch's inputs -> (B, dim) embeddings."""
-    with torch.inference_mode():
-        return tower.online(
+    # Unoptimised execution runs the traced graph as it is: the optimising executor
+    # re-profiles and re-specialises it for each new batch size (ms-long first calls, a
+    # tail-latency source) and gains nothing on CPU for this graph.
+    with torch.inference_mode(), torch.jit.optimized_execution(False):
+        return tower.traced(
             torch.from_numpy(users.hidden),
             torch.from_numpy(subjects.interest_ids),
             torch.from_numpy(subjects.interest_conf),
@@ -85,8 +88,9 @@ class Retriever:
         t0 = time.perf_counter()
         tower = served.tower
         empty = tower.empty_state.numpy()
-        users = read_users(self.reader, served.model_version, user_ids, tower.cfg, empty)
-        subjects = read_subjects(self.reader, subject_pins)
+        users, subjects = read_inputs(
+            self.reader, served.model_version, user_ids, subject_pins, tower.cfg, empty
+        )
         t1 = time.perf_counter()
         vectors = forward(tower, users, subjects)
         self.timed("features", t1 - t0)

@@ -35,7 +35,8 @@ def apply_rules(
     """Candidates ``ids`` (c,) and ``scores`` (c,), best first -> the first ``k`` that pass."""
     keep = ids >= 0  # hnswlib pads a short answer with -1 labels
     if len(rules.seen):
-        keep &= ~np.isin(ids, rules.seen)
+        # a real-time sequence is short: comparing all pairs beats np.isin's sort
+        keep &= ~(ids[:, None] == rules.seen[None, :]).any(axis=1)
     if rules.needs_interests:
         if pins is None:
             raise InputError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from model.registry import verify_version
 from model.towers import OnlineTower
 from towerline.core.ann import SERVING, AnnError, HnswIndex, model_root, read_pointer
 from towerline.core.ann.interests import INTERESTS_FILE, PinInterests
+from towerline.core.contracts import INTEREST_SLOTS, PAD_INTEREST
 from towerline.core.errors import RefusedError, TowerlineError
 from towerline.core.files import sha256_file
 
@@ -38,6 +40,7 @@ class Tower:
     cfg: ModelConfig
     online: OnlineTower
     empty_state: torch.Tensor  # (d_model,) the learned state of a user with no history
+    traced: torch.jit.ScriptModule  # ``online`` traced and frozen: what serving runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +90,27 @@ class TowerCache:
         _, cfg = load_config(self.registry, version, self.model_name)
         online = load_online(self.registry, version, self.model_name)
         empty = load_encoder(self.registry, version, self.model_name).empty.detach().clone()
-        return Tower(version, cfg, online, empty)
+        return Tower(version, cfg, online, empty, trace_online(online, cfg))
+
+
+def trace_online(online: OnlineTower, cfg: ModelConfig) -> torch.jit.ScriptModule:
+    """``online`` as a traced, frozen graph: the same ops and weights, without eager
+    PyTorch's per-op Python dispatch (~35 small ops: 0.23 -> 0.10 ms a forward here).
+
+    TorchScript is deprecated in favour of torch.compile, whose compile time and runtime
+    dependencies a serving process does not want; torch is pinned, so it stays."""
+    b, n = 2, cfg.realtime_len
+    example = (
+        torch.zeros(b, cfg.d_model),
+        torch.full((b, INTEREST_SLOTS), PAD_INTEREST, dtype=torch.int64),
+        torch.zeros(b, INTEREST_SLOTS),
+        torch.zeros(b, 4, dtype=torch.int64),
+        torch.zeros(b, n, dtype=torch.int64),
+        torch.zeros(b, n, dtype=torch.bool),
+    )
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.freeze(torch.jit.trace(online.eval(), example))
 
 
 def read_serving(indexes: Path, model_name: str) -> dict[str, Any] | None:
