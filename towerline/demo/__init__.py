@@ -63,7 +63,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> dict:
             highlight=False,
         )
         # Last, as an operator's morning starts: how fresh is everything just built.
-        console.print(summary["freshness"]["table"], highlight=False, markup=False, end="")
+        console.print(
+            summary["freshness"]["table"], highlight=False, markup=False, end="", soft_wrap=True
+        )
         console.print(f"freshness report: [bold]{summary['freshness']['report']}[/bold]")
     summary["log"] = str(log_path)
     return summary
