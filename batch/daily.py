@@ -16,6 +16,12 @@ So a rerun of a finished day builds nothing and moves no pointer, and a day kill
 resumes at its first unfinished step. Each step that runs records itself in the ledger under
 its own job name; the chain records a ``daily`` run with what it ran and what it skipped.
 One chain per model at a time: a lock file beside ``serving.json``.
+
+Cadence: before the chain, a retrain (``batch.retrain``) runs when ``retrain_every_days``
+passed since the last retrain the ledger records (or, before any, since the last day the
+live version's data reaches). Its roll-out is this same chain for N+1 (states of D, index,
+publish), so the day's chain that follows finds N+1's outputs and skips them. A failed gate,
+or a retrain that fails outright, leaves N live and the chain runs for N.
 """
 
 from __future__ import annotations
@@ -40,6 +46,15 @@ from batch.corpus_steps import CorpusConfig
 from batch.encode_job import EncodeConfig, run_encode
 from batch.index import find_build, run_index, version_facts
 from batch.publish import publish
+from batch.retrain import (
+    RetrainConfig,
+    RetrainOptions,
+    due,
+    last_retrain,
+    model_day,
+    report_path,
+    run_retrain,
+)
 from model.registry import verify_version
 from towerline.core import ledger
 from towerline.core.ann import SERVING, HnswParams, model_root, read_pointer
@@ -82,6 +97,21 @@ class DailyConfig:
     threads: int = -1
     pipeline_args: tuple[str, ...] = ()
     progress: bool = True
+    retrain_every_days: int | None = None  # the cadence; None: never retrain here
+    retrain: RetrainOptions = dataclasses.field(default_factory=RetrainOptions)
+
+    def retrain_config(self) -> RetrainConfig:
+        """`towerline retrain --until D` for this day, model and stores."""
+        return RetrainConfig(
+            until=self.day,
+            lake=Path(self.lake),
+            registry=Path(self.registry),
+            indexes=Path(self.indexes),
+            ledger=self.ledger,
+            model_name=self.model_name,
+            options=self.retrain,
+            progress=self.progress,
+        )
 
     def corpus_config(self) -> CorpusConfig:
         return CorpusConfig(self.day, self.half_life_days, top_m=self.top_m)
@@ -213,18 +243,16 @@ def exclusive(path: Path) -> Iterator[None]:
         yield
 
 
-def run_daily(
+def run_chain(
     cfg: DailyConfig,
+    version: str,
     store: feast.FeatureStore,
-    log: TextIO | None = None,
+    log: TextIO,
     clock: Callable[[], dt.datetime] = ledger.utc_now,
 ) -> Result:
-    """Run (or resume, or confirm) day D's chain for the live version; returns a summary:
-    {dt, model_name, model_version, snapshot_id, states, states_partition, build,
-    index_dir, steps: [{step, status ran|skipped, seconds}], ran, skipped, seconds}."""
-    log = log or sys.stderr
-    version = live_version(read_pointer(cfg.serving), cfg.serving)
-    started, rows = time.monotonic(), []
+    """Day D's four steps for ``version``, each skipped when its output exists; returns
+    {snapshot_id, states, build, steps: [{step, status, seconds}]}."""
+    rows: list[dict[str, Any]] = []
     args = list(cfg.pipeline_args)
 
     def step(name: str, find: Callable[[], Result | None], make: Callable[[], Result]) -> Result:
@@ -236,48 +264,128 @@ def run_daily(
         print(f"daily {cfg.day} {version}: {name} {status}", file=log, flush=True)
         return result
 
-    with (
-        exclusive(model_root(cfg.indexes, cfg.model_name) / LOCK),
-        ledger.Run(
+    corpus = step(
+        "corpus",
+        lambda: find_snapshot(cfg),
+        lambda: run_corpus(Path(cfg.lake), cfg.corpus_config(), cfg.corpus_out, args, clock()),
+    )
+    encode = cfg.encode_config(version)
+    states = step(
+        "encode",
+        lambda: find_states(cfg, version),
+        lambda: run_encode(encode, pipeline_args=args, store=store, log=log),
+    )
+    index = step(
+        "index",
+        lambda: find_index(cfg, version, corpus["snapshot_id"], clock()),
+        lambda: _index(cfg, version, Path(corpus["path"]), args, clock()),
+    )
+    build = Path(index["path"])
+    step(
+        "publish",
+        lambda: find_pointer(cfg, version, build),
+        lambda: _publish(cfg, version, build, store, clock()),
+    )
+    return {
+        "model_version": version,
+        "snapshot_id": corpus["snapshot_id"],
+        "states": states["offline_path"],
+        "build": build,
+        "steps": rows,
+    }
+
+
+def retrain_now(
+    cfg: DailyConfig,
+    store: feast.FeatureStore,
+    log: TextIO | None = None,
+    clock: Callable[[], dt.datetime] = ledger.utc_now,
+) -> Result:
+    """`towerline retrain --until D`: under the model's daily lock, train and gate N+1;
+    on a pass its day chain (states of D, index, publish) is the roll-out."""
+    log = log or sys.stderr
+    with exclusive(model_root(cfg.indexes, cfg.model_name) / LOCK):
+        return _retrain(cfg, store, log, clock)
+
+
+def _retrain(
+    cfg: DailyConfig, store: feast.FeatureStore, log: TextIO, clock: Callable[[], dt.datetime]
+) -> Result:
+    def rollout(candidate: str) -> Result:
+        chain = run_chain(cfg, candidate, store, log, clock)
+        return {**chain, "build": chain["build"].name}
+
+    return run_retrain(cfg.retrain_config(), rollout, log, clock)
+
+
+def retrain_due(cfg: DailyConfig, version: str) -> tuple[bool, str]:
+    """The cadence: due when ``retrain_every_days`` or more passed since the last retrain
+    in the ledger, or (none yet) since the last day the live version's data reaches."""
+    last = last_retrain(cfg.ledger, cfg.model_name)
+    since = last or model_day(Path(cfg.registry), cfg.model_name, version)
+    return due(cfg.day, since, cfg.retrain_every_days)
+
+
+def run_daily(
+    cfg: DailyConfig,
+    store: feast.FeatureStore,
+    log: TextIO | None = None,
+    clock: Callable[[], dt.datetime] = ledger.utc_now,
+) -> Result:
+    """Run (or resume, or confirm) day D's chain for the live version, after a retrain when
+    the cadence says one is due; returns a summary: {dt, model_name, model_version,
+    snapshot_id, states, states_partition, build, index_dir, steps: [{step, status
+    ran|skipped, seconds}], ran, skipped, retrain: {due, why, decision?, candidate?,
+    served_before?, error?}, seconds}.
+
+    A retrain that fails its gate, or fails outright, does not stop the day: the chain runs
+    for the version still live, and ``retrain.error`` says what went wrong."""
+    log = log or sys.stderr
+    version = live_version(read_pointer(cfg.serving), cfg.serving)
+    started = time.monotonic()
+    with exclusive(model_root(cfg.indexes, cfg.model_name) / LOCK):
+        is_due, why = retrain_due(cfg, version)
+        retrain: Result = {"due": is_due, "why": why}
+        print(
+            f"daily {cfg.day} {version}: retrain {'due' if is_due else 'not due'}: {why}", file=log
+        )
+        if is_due:
+            retrain["served_before"] = version
+            try:
+                report = _retrain(cfg, store, log, clock)
+                retrain |= {
+                    "decision": report["decision"],
+                    "candidate": report["candidate"]["version"],
+                }
+                retrain["report"] = str(
+                    report_path(cfg.retrain_config(), report["candidate"]["version"])
+                )
+            except Exception as exc:  # the day's chain for the live version must still run
+                retrain["error"] = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                print(f"daily {cfg.day}: retrain failed: {retrain['error']}", file=log)
+            version = live_version(read_pointer(cfg.serving), cfg.serving)
+        with ledger.Run(
             cfg.ledger, "daily", partition=cfg.day, model_name=cfg.model_name, model_version=version
-        ) as daily,
-    ):
-        corpus = step(
-            "corpus",
-            lambda: find_snapshot(cfg),
-            lambda: run_corpus(Path(cfg.lake), cfg.corpus_config(), cfg.corpus_out, args, clock()),
-        )
-        encode = cfg.encode_config(version)
-        states = step(
-            "encode",
-            lambda: find_states(cfg, version),
-            lambda: run_encode(encode, pipeline_args=args, store=store, log=log),
-        )
-        index = step(
-            "index",
-            lambda: find_index(cfg, version, corpus["snapshot_id"], clock()),
-            lambda: _index(cfg, version, Path(corpus["path"]), args, clock()),
-        )
-        build = Path(index["path"])
-        step(
-            "publish",
-            lambda: find_pointer(cfg, version, build),
-            lambda: _publish(cfg, version, build, store, clock()),
-        )
-        steps = {r["step"]: r["status"] for r in rows}
-        daily.succeeded(output=build, steps=steps, snapshot_id=corpus["snapshot_id"])
+        ) as daily:
+            chain = run_chain(cfg, version, store, log, clock)
+            build = chain["build"]
+            steps = {r["step"]: r["status"] for r in chain["steps"]}
+            more = {"retrain": retrain.get("decision", "failed" if "error" in retrain else None)}
+            more = more if is_due else {}
+            daily.succeeded(output=build, steps=steps, snapshot_id=chain["snapshot_id"], **more)
     return {
         "dt": cfg.day.isoformat(),
         "model_name": cfg.model_name,
         "model_version": version,
-        "snapshot_id": corpus["snapshot_id"],
-        "states": states["offline_path"],
+        "snapshot_id": chain["snapshot_id"],
+        "states": chain["states"],
         "states_partition": f"dt={cfg.day.isoformat()}/{version}",
         "build": build.name,
         "index_dir": str(build),
-        "steps": rows,
+        "steps": chain["steps"],
         "ran": [name for name, status in steps.items() if status == RAN],
         "skipped": [name for name, status in steps.items() if status == SKIPPED],
+        "retrain": retrain,
         "seconds": round(time.monotonic() - started, 3),
     }
 

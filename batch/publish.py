@@ -18,6 +18,13 @@ naming the version and its index directory; a refused publish leaves it untouche
 that replace the registry's ``pinned.json`` is rewritten (``model.registry.pin_versions``)
 so registry pruning never deletes the served version or its previous one: first widened to
 old and new, then narrowed to what ``serving.json`` names.
+
+``previous`` is the way back to another version: the last build of a *different* version
+served before. Publishing a new build of the version already served (the daily chain does it
+every day) keeps ``previous`` as it was, so after a retrain replaced N by N+1 and N+1 has
+been rebuilt for a few days, ``towerline rollback`` still returns to N, not to yesterday's
+N+1. Rolling back re-publishes that build, and the version rolled back from becomes
+``previous``.
 """
 
 from __future__ import annotations
@@ -196,7 +203,7 @@ def publish(
         states["online_sampled"] = online_states(store, version, states["sample_users"])
     root = model_root(indexes, model_name)
     old = read_pointer(root / SERVING)
-    previous = _previous_for(old, version, path.name)
+    previous = _previous_for(old, version)
     doc = {
         "model_name": model_name,
         "model_version": version,
@@ -245,12 +252,13 @@ def rollback(
     )
 
 
-def _previous_for(old: dict[str, Any] | None, version: str, dir_name: str) -> dict[str, Any] | None:
-    """What the new ``serving.json`` names as previous: the old pointer, unless the old one
-    is this very build (republishing it keeps its previous, never points at itself)."""
+def _previous_for(old: dict[str, Any] | None, version: str) -> dict[str, Any] | None:
+    """What the new ``serving.json`` names as previous: the old pointer when it serves
+    another version; when it serves this one (the same build or a newer build of it) the old
+    pointer's own previous, so previous always leads to another version, never to itself."""
     if old is None:
         return None
-    if (old.get("model_version"), old.get("dir")) == (version, dir_name):
+    if old.get("model_version") == version:
         return old.get("previous")
     return {k: old.get(k) for k in ("model_version", "dir", "published_at")}
 

@@ -7,6 +7,10 @@ user's demographics and engagements strictly before k; "no_context" = the histor
 alone (the zero context vector the model saw when its context was dropped in training).
 Items = the whole catalogue; the user's earlier pins are excluded.
 Scoring is exact brute force ``U @ V.T`` in batches of users.
+
+``state_share``: the share of queries whose history state the encoder produced (a user with
+history whose state is finite): the gate of ``towerline retrain`` checks it beside the
+ranking metrics, so an encoder that returns NaN for some users cannot pass on the others.
 """
 
 from __future__ import annotations
@@ -62,6 +66,23 @@ def user_embeddings(
         "with_context": model.online(state, **with_ctx),
         "no_context": model.online.without_context(state),
     }
+
+
+@torch.inference_mode()
+def state_share(
+    model: TwoTower, source: ExampleSource, targets: np.ndarray, batch: int = 1024
+) -> float:
+    """Share of held-out events ``targets`` (Q,) with at least one earlier event whose
+    encoder state (Q, d_model) is finite (1.0 for a sound encoder; 0.0 for none)."""
+    produced = 0
+    for lo in range(0, len(targets), batch):
+        rows = targets[lo : lo + batch]
+        src = source.src[rows]
+        enc = build_encoder_inputs(source.seq, source.starts[rows], src + 1, source.cfg.max_len)
+        state = model.encoder(**enc.tensors())
+        finite = torch.isfinite(state).all(dim=1).numpy()
+        produced += int(np.count_nonzero(finite & (src >= source.starts[rows])))
+    return produced / max(len(targets), 1)
 
 
 def history_columns(

@@ -12,6 +12,9 @@
   (exact expected metrics), so a constant or popularity scorer is not flattered by ties.
 - Metrics: Recall@K (= HitRate@K with one target), NDCG@K, MRR@K (reciprocal rank,
   0 beyond K), each averaged over users.
+- ``held_out_targets``: the same leave-one-out target, taken only when it falls inside an
+  explicit evaluation window that the compared versions never trained on (two versions are
+  compared on the targets of one window passed to both, never on their own splits).
 """
 
 from __future__ import annotations
@@ -58,6 +61,23 @@ def leave_one_out_split(
         users=users[test_pos],
         order=order,
     )
+
+
+def held_out_targets(
+    user_ids: np.ndarray,
+    timestamps: np.ndarray,
+    start_s: int,
+    end_s: int,
+    min_history: int = 1,
+) -> np.ndarray:
+    """Per user the last event by time, kept when its time is in [``start_s``, ``end_s``)
+    and the user has at least ``min_history`` earlier events -> (E,) int64 indices into the
+    caller's arrays, ascending. Ties in time keep the input order, as in
+    ``leave_one_out_split``."""
+    split = leave_one_out_split(user_ids, timestamps, min_events=min_history + 1)
+    ts = np.asarray(timestamps)[split.test]
+    inside = (ts >= start_s) & (ts < end_s)
+    return np.sort(split.test[inside])
 
 
 MISS = 1 << 40  # "greater" of an unreachable target: beyond every cut-off

@@ -12,6 +12,11 @@ loudly, never silently.
 by ``towerline publish``: the version ``serving.json`` names and its previous one. The
 registry does not read the index store, so this file is how it knows what is live;
 pruning never deletes a pinned version, whatever ``keep`` says.
+
+``rejected.json`` beside a version's files (outside its manifest) marks a candidate that
+failed ``towerline retrain``'s validation gate, with the reason. "latest" never resolves to
+a rejected version, so encode, index and publish never pick one by default (naming it
+explicitly still works), and pruning deletes rejected candidates before any other.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from towerline.core.names import check_name, check_version
 MANIFEST = "manifest.json"
 VERSIONS = "versions.json"
 PINNED = "pinned.json"
+REJECTED = "rejected.json"
 _VERSION = re.compile(r"^v(\d+)$")
 
 
@@ -67,12 +73,19 @@ def list_versions(registry: Path, model_name: str) -> list[str]:
 
 
 def resolve_version(registry: Path, model_name: str, version: str | None) -> str:
-    """``version`` itself, or the newest one for None / "latest"."""
+    """``version`` itself, or the newest one not rejected for None / "latest"."""
     versions = list_versions(registry, model_name)
     if version in (None, "latest"):
-        if not versions:
+        rejected = set(rejected_versions(registry, model_name))
+        accepted = [v for v in versions if v not in rejected]
+        if rejected and not accepted:
+            raise RegistryError(
+                f"every version of {model_name!r} in {registry} was rejected by the retrain "
+                f"gate ({', '.join(sorted(rejected))}); name one with --version to use it anyway"
+            )
+        if not accepted:
             raise RegistryError(f"no versions of {model_name!r} in {registry}")
-        return versions[-1]
+        return accepted[-1]
     if version not in versions:
         raise RegistryError(f"{model_name!r} has no version {version!r}; kept: {versions}")
     return version
@@ -161,14 +174,33 @@ def pin_versions(
     return roles
 
 
+def mark_rejected(registry: Path, model_name: str, version: str, reason: dict[str, Any]) -> Path:
+    """Mark ``version`` as a candidate the validation gate rejected; ``reason`` (JSON) is
+    kept in ``rejected.json`` beside its files."""
+    verify_version(registry, model_name, version)
+    path = version_dir(registry, model_name, version) / REJECTED
+    write_json_atomic(path, {"model_name": model_name, "version": version, **reason})
+    return path
+
+
+def rejected_versions(registry: Path, model_name: str) -> list[str]:
+    """Complete versions marked rejected, oldest first."""
+    root = model_dir(registry, model_name)
+    return [v for v in list_versions(registry, model_name) if (root / v / REJECTED).is_file()]
+
+
 def prune(registry: Path, model_name: str, keep: int) -> list[str]:
-    """Delete all but the newest ``keep`` versions, never a pinned one (see the module
-    docstring); returns the deleted ones."""
+    """Delete versions until ``keep`` remain: rejected candidates first, then the oldest;
+    never a pinned one (see the module docstring) nor the newest (just saved, not yet
+    judged). Returns the deleted ones."""
     if keep < 1:
         raise RegistryError(f"keep must be >= 1, got {keep}")
     versions = list_versions(registry, model_name)
     pinned = set(pinned_versions(registry, model_name).values())
-    doomed = [v for v in versions[:-keep] if v not in pinned]
+    rejected = set(rejected_versions(registry, model_name))
+    deletable = [v for v in versions[:-1] if v not in pinned]
+    order = [v for v in deletable if v in rejected] + [v for v in deletable if v not in rejected]
+    doomed = sorted(order[: max(len(versions) - keep, 0)], key=lambda v: int(v[1:]))
     for version in doomed:
         shutil.rmtree(version_dir(registry, model_name, version))
     if doomed:

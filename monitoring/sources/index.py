@@ -34,6 +34,7 @@ from towerline.core.ann import (
 _VERSION = re.compile(r"^v(\d+)$")
 _SNAPSHOT_DAY = re.compile(r"^corpus-(\d{8})-")
 MANIFEST = "manifest.json"
+REJECTED = "rejected.json"  # a candidate the retrain gate refused (model/registry.py)
 
 
 def version_number(version: object) -> int | None:
@@ -42,9 +43,10 @@ def version_number(version: object) -> int | None:
 
 
 def registered_versions(registry: Path, model_name: str) -> list[str]:
-    """Complete versions in the registry (those with a manifest), oldest first."""
+    """Complete versions in the registry (those with a manifest), oldest first; candidates
+    the retrain gate rejected are not versions serving is behind."""
     root = Path(registry) / model_name
-    found = [p.name for p in (root.iterdir() if root.is_dir() else []) if _VERSION.match(p.name) and (p / MANIFEST).is_file()]  # fmt: skip
+    found = [p.name for p in (root.iterdir() if root.is_dir() else []) if _VERSION.match(p.name) and (p / MANIFEST).is_file() and not (p / REJECTED).is_file()]  # fmt: skip
     return sorted(found, key=lambda v: int(v[1:]))
 
 

@@ -145,7 +145,8 @@ def test_a_day_runs_every_step_and_publishes_the_live_versions_new_build(
     old = read_pointer(base / "indexes" / "two_tower" / SERVING)
     assert serving["dir"] == summary["build"] != old["dir"]
     assert serving["history_states"]["partition"] == END.isoformat()
-    assert serving["previous"]["dir"] == old["dir"]  # yesterday's build is the way back
+    # A new build of the live version keeps previous: the way back is another version's build.
+    assert serving["previous"] is None and old["previous"] is None
     assert serving["corpus_snapshot"] == summary["snapshot_id"]
     assert summary["snapshot_id"].startswith(f"corpus-{END:%Y%m%d}-")
     assert (Path(summary["states"]) / "_manifest.json").is_file()

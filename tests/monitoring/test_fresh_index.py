@@ -41,6 +41,10 @@ def test_an_index_older_than_its_target_is_reported(tmp_path: Path) -> None:
     assert by[BEHIND_BUILT].value == 1 and by[BEHIND_REGISTERED].value == 2
     assert _slo(snapshot, INDEX_AGE) == BREACH and _slo(snapshot, CORPUS_AGE) == BREACH
     assert _slo(snapshot, BEHIND_BUILT) == OK  # one build ahead is normal
+    # A candidate the retrain gate rejected is not a version serving is behind.
+    (registry / "two_tower" / "v3" / "rejected.json").write_text('{"reason": "gate"}')
+    again = _by(collect(Sources(indexes=indexes, registry=registry), clock=lambda: NOW))
+    assert again[BEHIND_REGISTERED].value == 1
 
 
 def test_a_fresh_index_holds_and_nothing_published_is_said(tmp_path: Path) -> None:

@@ -89,3 +89,16 @@ def _check_summary(summary: dict) -> None:
     for slo in ("user_profile_run_age", "pin_profile_run_age", "user_history_state_run_age"):
         assert fresh["slos"][slo] == "ok", fresh["table"]
     assert "user_realtime_seq" in fresh["table"] and "index_age" in fresh["table"]
+    # One retrain cycle after the first publish: a gate table, and the served version
+    # follows the decision.
+    retrain = summary["retrain"]
+    assert "with_context.recall@50" in retrain["table"] and "gate " in retrain["table"]
+    if retrain["decision"] == "published":
+        assert (
+            retrain["served_after"] == retrain["candidate"]["version"] != retrain["served_before"]
+        )
+    else:
+        assert (
+            retrain["decision"] == "rejected"
+            and retrain["served_after"] == retrain["served_before"]
+        )

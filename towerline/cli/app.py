@@ -34,6 +34,7 @@ from towerline.cli.daily import daily_cmd
 from towerline.cli.freshness import freshness_app
 from towerline.cli.importer import import_app
 from towerline.cli.model import evaluate_cmd, train_cmd
+from towerline.cli.retrain import retrain_cmd
 from towerline.cli.serve import serve_cmd
 from towerline.cli.stream import stream_run_cmd
 from towerline.core.errors import EXIT_INTERRUPTED, EXIT_USAGE, TowerlineError
@@ -68,6 +69,7 @@ index_app.command("rollback")(index_rollback_cmd)
 app.command("publish")(publish_cmd)
 app.command("rollback")(rollback_cmd)
 app.command("daily", context_settings=o.BEAM_CONTEXT)(daily_cmd)
+app.command("retrain", context_settings=o.BEAM_CONTEXT)(retrain_cmd)
 stream_app.command("run")(stream_run_cmd)
 app.command("serve")(serve_cmd)
 

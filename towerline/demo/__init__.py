@@ -90,6 +90,9 @@ def _run_steps(cfg: DemoConfig, console: Console) -> dict:
         summary["replay"] = _replay(cfg, lake, bootstrap, store)
     with _step(console, "serve the published version; publish another and roll back"):
         summary["serving"] = _serve(cfg, lake, store)
+    with _step(console, "retrain: a new version against the live one on a held-out day"):
+        summary["retrain"] = _retrain(cfg, lake, store)
+    console.print(summary["retrain"]["table"], highlight=False, markup=False)
     summary["seconds"] = round(time.monotonic() - started, 1)
     console.print(serving_table(summary["serving"]))
     console.print(summary_table(summary))
@@ -182,6 +185,18 @@ def _serve(cfg: DemoConfig, lake: Path, store) -> dict:
         publish_second=lambda: second_version(lake, cfg.workdir, cfg.end_date, store),
         roll_back=lambda: roll_back(lake, cfg.workdir, store),
     )
+
+
+def _retrain(cfg: DemoConfig, lake: Path, store) -> dict:
+    """One retrain cycle; with a single day of data there is nothing to hold out."""
+    if cfg.days < 2:
+        return {"table": "retrain skipped: one day of data leaves none to hold out"}
+    from towerline.demo.chain import retrain_cycle
+
+    cycle = retrain_cycle(lake, cfg.workdir, cfg.end_date, store)
+    served = f"served {cycle['served_before']} before, {cycle['served_after']} after"
+    cycle["table"] += f"\n{cycle['decision']} {cycle['candidate']['version']}: {served}"
+    return cycle
 
 
 def _freshness(cfg: DemoConfig, lake: Path, store, stream: dict) -> dict:

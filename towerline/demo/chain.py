@@ -51,7 +51,8 @@ def train_encode_index(
     registry, indexes = workdir / "registry", workdir / "indexes"
     # No live bars: the demo prints one line per epoch from the history instead.
     tcfg = TrainConfig(epochs=epochs, progress=False)
-    trained = run_train(lake, registry, until=day, tcfg=tcfg)
+    # The retrain cycle judges versions on ``day``: this one must not have trained on it.
+    trained = run_train(lake, registry, until=_day_before(lake, day), tcfg=tcfg)
     version = trained["model_version"]
     model = {"model_name": DEFAULT_MODEL_NAME, "model_version": version}
     encoded = recorded(
@@ -128,6 +129,47 @@ def second_version(
         workdir, "publish", lambda: publish(version, registry, indexes, lake, store=store), **model
     )
     return doc["model_version"]
+
+
+def _day_before(lake: Path, day: dt.date) -> dt.date:
+    """The newest offsite partition before ``day`` (``day`` itself when there is none)."""
+    from schemas.lake import partitions
+
+    earlier = [d for d in partitions(lake, "offsite_conversions") if d < day]
+    return earlier[-1] if earlier else day
+
+
+def retrain_cycle(
+    lake: Path, workdir: Path, day: dt.date, store: feast.FeatureStore
+) -> dict[str, Any]:
+    """`towerline retrain --until day`: train the next version on the days before ``day``,
+    gate it against the live one on ``day``'s held-out events, roll it out or reject it.
+    Returns the gate report, its table and the version served before and after."""
+    import io
+
+    from batch.daily import DailyConfig, retrain_now
+    from batch.gate import gate_table
+    from batch.retrain import RetrainOptions
+
+    cfg = DailyConfig(
+        day=day,
+        lake=lake,
+        registry=workdir / "registry",
+        indexes=workdir / "indexes",
+        ledger=workdir / LEDGER_NAME,
+        corpus_out=workdir,
+        threads=2,
+        progress=False,
+        retrain=RetrainOptions(seed=1),  # v1's recipe, another initialisation
+    )
+    steps = io.StringIO()  # the chain's step lines; the demo prints the gate table instead
+    report = retrain_now(cfg, store, log=steps)
+    return {
+        **report,
+        "table": gate_table(report),
+        "served_before": report["live"]["version"],
+        "served_after": report["served"],
+    }
 
 
 def roll_back(lake: Path, workdir: Path, store: feast.FeatureStore) -> str:
