@@ -4,12 +4,17 @@ after its encode step resumes there and ends where an uninterrupted run ends."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -27,7 +32,14 @@ from model.artifacts import TwoTower, save_model
 from model.config import ModelConfig
 from model.lake_io import read_pins
 from tests.batch.conftest import TINY_MODEL
-from tests.cli.cli_kit import assert_user_error, snapshot, towerline, towerline_here
+from tests.cli.cli_kit import (
+    ROOT,
+    assert_user_error,
+    child_env,
+    snapshot,
+    towerline,
+    towerline_here,
+)
 from towerline.core import ledger
 from towerline.core.ann import INDEX_FILE, SERVING, read_metadata, read_pointer
 from towerline.core.featurestore import apply_repo, open_store
@@ -204,6 +216,42 @@ def test_a_day_killed_after_encode_resumes_there_and_ends_as_an_uninterrupted_ru
     assert successes(world) == ["batch corpus", "batch encode"]
     failed = [r.job for r in ledger.read(world.ledger) if r.outcome == ledger.FAILED]
     assert failed == ["batch index", "daily"]
+
+    summary = run_daily(world.config(), world.store)
+    assert summary["skipped"] == ["corpus", "encode"] and summary["ran"] == ["index", "publish"]
+    assert successes(world).count("batch encode") == 1
+    assert final_state(world) == final_state(uninterrupted[0])
+
+
+def test_a_day_sigkilled_after_its_encode_resumes_there_and_ends_as_an_uninterrupted_run(
+    base: Path, uninterrupted: tuple[World, dict], tmp_path: Path
+) -> None:
+    """The same through the real CLI and a real SIGKILL, as the OOM killer would do it:
+    the moment the ledger shows the encode's success, the whole process group dies."""
+    world = copy_world(base, tmp_path)
+    serving_before = world.serving.read_bytes()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "towerline.cli", "daily", "--date", END.isoformat(),
+         "--lake", str(world.lake), "--registry", str(world.registry),
+         "--indexes", str(world.indexes), "--ledger", str(world.ledger), "--half-life", "7d",
+         "--top-m", str(TOP_M), "--threads", "1", "--retrain-off", "--online", "sqlite",
+         "--data-dir", str(world.feast_dir), "--project", world.project, "--", *DIRECT],
+        cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while "batch encode" not in successes(world):
+            assert child.poll() is None, f"the day ended first: {child.stderr.read()[-2000:]}"
+            assert time.monotonic() < deadline, "the encode never finished"
+            time.sleep(0.02)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.communicate(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    assert world.serving.read_bytes() == serving_before, "killed before its publish"
+    assert successes(world) == ["batch corpus", "batch encode"]
 
     summary = run_daily(world.config(), world.store)
     assert summary["skipped"] == ["corpus", "encode"] and summary["ran"] == ["index", "publish"]
