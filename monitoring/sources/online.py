@@ -15,7 +15,7 @@ import pyarrow.dataset as ds
 
 from monitoring.sources.rows import Rows, spread
 from towerline.core.contracts import PIN_ENGAGEMENT, USER_HISTORY_STATE, USER_REALTIME_SEQ
-from towerline.core.online_layout import read_event_times, sample_rows
+from towerline.core.online_sample import read_event_times, sample_rows
 
 # Features read with the row sample, per view (the row timestamp always comes along).
 FIELDS: dict[str, tuple[str, ...]] = {

@@ -2,7 +2,7 @@
 themselves, for the report's histograms), the stream pipeline's freshness from
 ``user_realtime_seq``'s write time, and the share of active users with a history state.
 
-Feast has no scan API: rows come from ``towerline.core.online_layout.sample_rows``, which
+Feast has no scan API: rows come from ``towerline.core.online_sample.sample_rows``, which
 reads Feast's own storage; over a large store it samples, and every measure here says
 how many rows it saw of how many.
 """

@@ -20,14 +20,8 @@ from feast.protos.feast.types.Value_pb2 import Value
 
 from towerline.core.errors import UnavailableError
 from towerline.core.featurestore import apply_repo, open_store, write_online
-from towerline.core.online_layout import (
-    EntityKeys,
-    parse_entity_key,
-    read_event_times,
-    redis_key,
-    sample_rows,
-    view_layout,
-)
+from towerline.core.online_layout import EntityKeys, parse_entity_key, redis_key, view_layout
+from towerline.core.online_sample import read_event_times, sample_rows
 
 REDIS_URL = "127.0.0.1:6379"
 T0 = 1_760_000_000_000  # ms
