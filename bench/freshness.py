@@ -45,7 +45,7 @@ from towerline.core.ann import (
 )
 from towerline.core.featurestore import apply_repo, open_store
 from towerline.core.files import write_json_atomic, write_text_atomic
-from towerline.core.online_layout import redis_key, view_layout
+from towerline.core.online_layout import delete_project_keys, redis_key, view_layout
 
 REDIS_URL = "127.0.0.1:6379"
 MODEL, VERSION = "two_tower", "v1"
@@ -140,19 +140,10 @@ def record_runs(path: Path, now: dt.datetime) -> None:
 
 def delete_project(project: str) -> int:
     client = redis.Redis.from_url(f"redis://{REDIS_URL}")
-    deleted = 0
     try:
-        batch = []
-        for key in client.scan_iter(match=f"*{project}", count=10_000):
-            batch.append(key)
-            if len(batch) >= 10_000:
-                deleted += client.unlink(*batch)
-                batch = []
-        if batch:
-            deleted += client.unlink(*batch)
+        return delete_project_keys(client, project, page=10_000)
     finally:
         client.close()
-    return deleted
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -82,6 +82,7 @@ from towerline.core.contracts import (
 )
 from towerline.core.featurestore import apply_repo, open_store, write_online
 from towerline.core.files import write_json_atomic
+from towerline.core.online_layout import delete_project_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -291,18 +292,10 @@ def drop_project(url: str, project: str) -> int:
     """Delete every Redis key of ``project`` (Feast ends each key with the project name)."""
     host, _, port = url.rpartition(":")
     client = redis.Redis(host=host or "127.0.0.1", port=int(port or 6379), socket_timeout=30)
-    deleted, batch = 0, []
     try:
-        for key in client.scan_iter(match=f"*{project}", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                deleted += client.unlink(*batch)
-                batch = []
-        if batch:
-            deleted += client.unlink(*batch)
+        return delete_project_keys(client, project)
     finally:
         client.close()
-    return deleted
 
 
 # --- processes -----------------------------------------------------------------------
