@@ -2,8 +2,8 @@
 and of its corpus snapshot, and how far ``serving.json`` is behind the newest build and
 the newest registered model version.
 
-The registry is read from its directory layout (``REGISTRY/<model>/vN/manifest.json``),
-not through ``model.registry``, which would pull torch into the monitor.
+The registry is read through ``model.registry`` (Feast, which the monitor needs anyway,
+imports torch already).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from model import registry as reg
 from monitoring.model import (
     BEHIND_BUILT,
     BEHIND_REGISTERED,
@@ -34,7 +35,6 @@ from towerline.core.ann import (
 _VERSION = re.compile(r"^v(\d+)$")
 _SNAPSHOT_DAY = re.compile(r"^corpus-(\d{8})-")
 MANIFEST = "manifest.json"
-REJECTED = "rejected.json"  # a candidate the retrain gate refused (model/registry.py)
 
 
 def version_number(version: object) -> int | None:
@@ -43,11 +43,10 @@ def version_number(version: object) -> int | None:
 
 
 def registered_versions(registry: Path, model_name: str) -> list[str]:
-    """Complete versions in the registry (those with a manifest), oldest first; candidates
-    the retrain gate rejected are not versions serving is behind."""
-    root = Path(registry) / model_name
-    found = [p.name for p in (root.iterdir() if root.is_dir() else []) if _VERSION.match(p.name) and (p / MANIFEST).is_file() and not (p / REJECTED).is_file()]  # fmt: skip
-    return sorted(found, key=lambda v: int(v[1:]))
+    """Complete versions in the registry, oldest first; candidates the retrain gate
+    rejected are not versions serving is behind."""
+    rejected = set(reg.rejected_versions(registry, model_name))
+    return [v for v in reg.list_versions(registry, model_name) if v not in rejected]
 
 
 def corpus_time(snapshot_id: object, lake: Path | None) -> tuple[dt.datetime | None, str]:
