@@ -29,6 +29,13 @@ class WorldConfig:
     (gamma-Poisson, gamma shape ``activity_shape``, at least ``min_offsite``), sticky to the
     previous interest with probability ``stickiness``, ``noise_rate`` drawn from global
     popularity. Engagements: Poisson(``engagement_rate`` x activity) per user-day.
+    Sessions (planted intent): a ``session_rate`` share of the conversions follow an
+    on-platform session of 1..``session_engagements`` engagements, the newest at least
+    2 s and on average 2 s + ``session_gap_s`` before it, each earlier one a further
+    Exp(``session_gap_s``) back (never before the conversion's UTC day); with probability
+    ``session_explore`` the session's intent is drawn from the global interest prior instead
+    of the user's sticky chain, and both the session's pins and the conversion's pin are
+    drawn from that intent (see ``towerline.world.sessions``).
     ``trending_rate`` of the pins get a Gaussian bump (width ``trending_width_days``) that
     at its peak adds ``trending_peak_share`` of their interest's base popularity mass.
     ``chunk_users`` users are generated at a time (part of the world: changing it changes
@@ -57,6 +64,10 @@ class WorldConfig:
     stickiness: float = 0.6
     noise_rate: float = 0.1
     engagement_rate: float = 0.5
+    session_rate: float = 0.6
+    session_explore: float = 0.5
+    session_engagements: int = 2
+    session_gap_s: float = 30.0
     conversion_action_probs: tuple[float, ...] = (0.72, 0.15, 0.08, 0.05)
     engagement_action_probs: tuple[float, ...] = (0.62, 0.22, 0.13, 0.03)
     chunk_users: int = 200_000
@@ -68,6 +79,18 @@ class WorldConfig:
     def first_date(self) -> dt.date:
         """The oldest covered day (``days`` days ending at ``end_date`` inclusive)."""
         return self.end_date - dt.timedelta(days=self.days - 1)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> WorldConfig:
+        """Inverse of ``to_json`` (world.json's ``config``); absent knobs keep defaults."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in fields}
+        if "end_date" in kwargs:
+            kwargs["end_date"] = dt.date.fromisoformat(kwargs["end_date"])
+        for name in ("conversion_action_probs", "engagement_action_probs"):
+            if name in kwargs:
+                kwargs[name] = tuple(kwargs[name])
+        return cls(**kwargs)
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON-able dict (dates as ISO strings, tuples as lists)."""
@@ -139,6 +162,11 @@ def validate(cfg: WorldConfig) -> None:
     _real(cfg, "stickiness", 0.0, 0.99)
     _real(cfg, "noise_rate", 0.0, 1.0)
     _real(cfg, "engagement_rate", 0.0, 1000.0)
+    _real(cfg, "session_rate", 0.0, 1.0)
+    _real(cfg, "session_explore", 0.0, 1.0)
+    _int(cfg, "session_engagements", 1, 20)
+    # Above an hour a "session" is no longer the moments before the conversion.
+    _real(cfg, "session_gap_s", 0.0, 3600.0, open_lo=True)
     _probs(cfg, "conversion_action_probs", CONVERSION_ACTIONS)
     _probs(cfg, "engagement_action_probs", ENGAGEMENT_ACTIONS)
     _int(cfg, "chunk_users", 1)

@@ -137,6 +137,20 @@ class Pools:
         # k + u can round up to k + 1 in float64; keep the draw inside its interest.
         return self.pin[np.minimum(idx, self.seg_end[interest] - 1)]
 
+    @property
+    def interest(self) -> np.ndarray:
+        """(M,) int64 interest of each entry."""
+        return np.repeat(np.arange(len(self.seg_end)), np.diff(self.seg_end, prepend=0))
+
+    def probabilities(self, day: int) -> np.ndarray:
+        """(M,) float64 probability that ``draw`` picks each entry for its interest on
+        ``day``: the steps of that day's CDF, exactly what the draw sees."""
+        cdf = self.cdf[day]
+        below = np.concatenate(([0.0], cdf[:-1]))
+        # Every interest has entries (validate), so each segment starts at k + 0.
+        below[self.seg_end[:-1]] = np.arange(1, len(self.seg_end), dtype=np.float64)
+        return cdf - below
+
 
 def build_pools(catalog: Catalog, cfg: WorldConfig) -> Pools:
     """The per-day pools of ``catalog`` over ``cfg.days`` days."""

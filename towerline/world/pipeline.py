@@ -20,14 +20,16 @@ from towerline.core.contracts import CONVERSION_ACTIONS, ENGAGEMENT_ACTIONS
 from towerline.world import sample as S
 from towerline.world import write as W
 from towerline.world.config import WorldConfig, validate
-from towerline.world.events import DayEvents, sample_engagements, sample_offsite
+from towerline.world.events import DayEvents, sample_engagements, sample_offsite, with_sessions
 from towerline.world.pins import Catalog, Pools, build_pools, sample_catalog
+from towerline.world.sessions import session_pins
 from towerline.world.staging import check_out, staged_dir
 from towerline.world.users import Population, sample_effects, sample_population
 from towerline.world.worlddoc import world_doc
 
 USER_TRUTH_PATH = "truth/user_interests.parquet"
 PIN_TRUTH_PATH = "truth/pins.parquet"
+CONVERSION_TRUTH_PATH = "truth/conversions.parquet"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +98,7 @@ class _Run:
     effects: dict[str, np.ndarray]
     writer: W.BackgroundWriter
     per_day: dict[str, np.ndarray]  # event table -> (D,) events written per day
+    sessions: dict[str, int]  # session counts for world.json
 
 
 def _generate(cfg: WorldConfig, out: Path, bar: Progress) -> dict[str, Any]:
@@ -109,19 +112,27 @@ def _generate(cfg: WorldConfig, out: Path, bar: Progress) -> dict[str, Any]:
     with (
         pq.ParquetWriter(users_path, USER_PROFILE) as users_out,
         pq.ParquetWriter(out / USER_TRUTH_PATH, W.USER_TRUTH) as truth_out,
+        pq.ParquetWriter(out / CONVERSION_TRUTH_PATH, W.CONVERSION_TRUTH) as conversions_out,
     ):
         try:
             for chunk in range(chunks):
                 lo, hi = chunk * cfg.chunk_users, min((chunk + 1) * cfg.chunk_users, cfg.users)
                 bar.update(task, description=f"users {lo + 1:,}-{hi:,} of {cfg.users:,}")
-                pop = _chunk(run, chunk, np.arange(lo + 1, hi + 1, dtype=np.int64))
+                pop, conversions = _chunk(run, chunk, np.arange(lo + 1, hi + 1, dtype=np.int64))
                 users_out.write_table(W.user_table(pop, run.first_ms))
                 truth_out.write_table(W.user_truth_table(pop))
+                # Only the writer thread touches this writer, in chunk order.
+                run.writer.submit(conversions_out.write_table, conversions)
                 bar.advance(task)
         finally:
             run.writer.close()
     bar.update(task, description="done")
-    return world_doc(cfg, run.catalog, run.effects, run.per_day, USER_TRUTH_PATH, PIN_TRUTH_PATH)
+    truth = {
+        "user_interests": USER_TRUTH_PATH,
+        "pins": PIN_TRUTH_PATH,
+        "conversions": CONVERSION_TRUTH_PATH,
+    }
+    return world_doc(cfg, run.catalog, run.effects, run.per_day, truth, run.sessions)
 
 
 def _start(cfg: WorldConfig, out: Path) -> _Run:
@@ -134,23 +145,42 @@ def _start(cfg: WorldConfig, out: Path) -> _Run:
     W.write_table(W.pin_truth_table(catalog), out / PIN_TRUTH_PATH)
     per_day = {kind.table: np.zeros(cfg.days, dtype=np.int64) for kind in (OFFSITE, ENGAGEMENTS)}
     pools = build_pools(catalog, cfg)
-    return _Run(cfg, out, first_ms, catalog, pools, effects, W.BackgroundWriter(), per_day)
+    writer = W.BackgroundWriter()
+    return _Run(cfg, out, first_ms, catalog, pools, effects, writer, per_day, {})
 
 
-def _chunk(run: _Run, chunk: int, user_ids: np.ndarray) -> Population:
-    """Sample users ``user_ids`` (n,) and their events; queue the event files."""
+def _chunk(run: _Run, chunk: int, user_ids: np.ndarray) -> tuple[Population, pa.Table]:
+    """Sample users ``user_ids`` (n,) and their events; queue the event files. Returns the
+    users and the planted truth of their conversions."""
     cfg, prior = run.cfg, run.catalog.interest_prior
     pop = sample_population(
         S.rng_for(cfg.seed, S.STREAM_USERS, chunk), cfg, user_ids, prior, run.effects
     )
     args = (cfg, pop, run.pools, prior, run.first_ms)
-    off = sample_offsite(S.rng_for(cfg.seed, S.STREAM_OFFSITE, chunk), *args)
-    eng = sample_engagements(S.rng_for(cfg.seed, S.STREAM_ENGAGEMENTS, chunk), *args)
+    session_rng = S.rng_for(cfg.seed, S.STREAM_SESSIONS, chunk)
+    off, intents, plan = sample_offsite(
+        S.rng_for(cfg.seed, S.STREAM_OFFSITE, chunk), *args, session_rng=session_rng
+    )
+    ambient = sample_engagements(S.rng_for(cfg.seed, S.STREAM_ENGAGEMENTS, chunk), *args)
+    pin, action = session_pins(session_rng, cfg, run.pools, plan)
+    users = off.user[plan.conv]
+    eng, rows = with_sessions(ambient, users, pin, action, plan.offset, run.first_ms, cfg.days)
     # At most one chunk is being written while the next one is sampled (bounded memory).
     run.writer.drain()
+    first_off = int(run.per_day[OFFSITE.table].sum())
+    first_eng = int(run.per_day[ENGAGEMENTS.table].sum())
+    truth = W.conversion_truth_table(
+        first_off, pop.user_ids, off, intents, plan, first_eng + rows, eng.ts_ms[rows]
+    )
     for kind, events in ((OFFSITE, off), (ENGAGEMENTS, eng)):
         _submit_days(run, kind, events, pop.user_ids, chunk)
-    return pop
+    for name, count in (
+        ("session_conversions", plan.session.sum()),
+        ("explore_conversions", plan.explore.sum()),
+        ("session_engagement_events", len(plan.conv)),
+    ):
+        run.sessions[name] = run.sessions.get(name, 0) + int(count)
+    return pop, truth
 
 
 def _submit_days(

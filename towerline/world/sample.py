@@ -13,6 +13,7 @@ STREAM_EFFECTS = 2
 STREAM_USERS = 3
 STREAM_OFFSITE = 4
 STREAM_ENGAGEMENTS = 5
+STREAM_SESSIONS = 6
 
 
 def rng_for(seed: int, *key: int) -> np.random.Generator:

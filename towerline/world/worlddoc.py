@@ -25,7 +25,28 @@ MODEL_NOTES = {
         "probability stickiness, else draws it from the day's mixture; then with probability "
         "noise_rate the shown pin comes from an interest drawn from interests.prior instead"
     ),
-    "engagement_sequence": "same process, Poisson(engagement_rate * activity) per user-day",
+    "engagement_sequence": (
+        "same process, Poisson(engagement_rate * activity) per user-day, plus the session "
+        "engagements below"
+    ),
+    "session": (
+        "a session_rate share of the offsite conversions (those at least 2 s into their UTC "
+        "day) follow 1..session_engagements on-platform engagements (uniform), the newest "
+        "2 s + Exp(mean session_gap_s) before the conversion, each earlier one a further "
+        "Exp(mean session_gap_s) back, never before the conversion's UTC day. The session's "
+        "intent: with probability session_explore an interest drawn from interests.prior, "
+        "else the chain's interest at the conversion. The session's pins (no noise) and the "
+        "conversion's pin (noise_rate applies) are drawn from it; the chain goes on unaffected"
+    ),
+    "conversion_truth": (
+        "truth/conversions: one row per offsite conversion, in lake order; event_id joins "
+        "offsite_conversions. interest = the planted intent (session intent or chain); "
+        "shown_interest = the interest its pin was drawn from (interest unless noise); "
+        "chain_interest = the long-term sticky chain at that time; session/explore flags; "
+        "session_engagements = how many; session_event_id / session_gap_ms = the newest "
+        "session engagement (null without a session). towerline.world.oracle scores pins "
+        "from it"
+    ),
     "pin_draw": (
         "within interest k on day d: ∝ popularity * confidence_k^2, plus for trending pins "
         "trending_peak_share * (base mass of k) * confidence_k^2 * exp(-(d-peak)^2/(2 width^2))"
@@ -43,10 +64,11 @@ def world_doc(
     catalog: Catalog,
     effects: dict[str, np.ndarray],
     per_day: dict[str, np.ndarray],
-    user_truth: str,
-    pin_truth: str,
+    truth: dict[str, str],
+    sessions: dict[str, int],
 ) -> dict[str, Any]:
-    """JSON-able dict; ``per_day`` maps event table -> (D,) event counts per day."""
+    """JSON-able dict; ``per_day`` maps event table -> (D,) event counts per day, ``truth``
+    each truth table to its path, ``sessions`` session counts by name."""
     dates = [(cfg.first_date + dt.timedelta(days=d)).isoformat() for d in range(cfg.days)]
     dup = catalog.original >= 0
     return {
@@ -74,12 +96,13 @@ def world_doc(
             {"pin_id": int(p) + 1, "peak_day": dates[int(d)], "peak_day_index": int(d)}
             for p, d in zip(catalog.trending, catalog.peak_day, strict=True)
         ],
-        "truth": {"user_interests": user_truth, "pins": pin_truth},
+        "truth": dict(truth),
         "counts": {
             "offsite_events": int(per_day["offsite_conversions"].sum()),
             "engagement_events": int(per_day["engagements"].sum()),
             "offsite_per_day": per_day["offsite_conversions"].tolist(),
             "engagement_per_day": per_day["engagements"].tolist(),
+            **sessions,
         },
         "model": MODEL_NOTES,
     }

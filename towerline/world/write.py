@@ -17,8 +17,10 @@ import pyarrow.parquet as pq
 
 from schemas.arrow import PIN_PROFILE, TS, USER_PROFILE
 from towerline.core.files import write_text_atomic
+from towerline.world.events import DayEvents, Intents
 from towerline.world.pins import Catalog
 from towerline.world.sample import hex16
+from towerline.world.sessions import SessionPlan
 from towerline.world.users import DEMOGRAPHICS, Population
 
 USER_TRUTH = pa.schema(
@@ -39,6 +41,24 @@ PIN_TRUTH = pa.schema(
         pa.field("trending_peak_day", pa.int32()),
     ]
 )
+# One row per offsite conversion, in lake order (event ids ascending): see worlddoc.
+CONVERSION_TRUTH = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("event_ts", TS, nullable=False),
+        pa.field("pin_id", pa.int64(), nullable=False),
+        pa.field("interest", pa.int32(), nullable=False),
+        pa.field("shown_interest", pa.int32(), nullable=False),
+        pa.field("chain_interest", pa.int32(), nullable=False),
+        pa.field("noise", pa.bool_(), nullable=False),
+        pa.field("session", pa.bool_(), nullable=False),
+        pa.field("explore", pa.bool_(), nullable=False),
+        pa.field("session_engagements", pa.int8(), nullable=False),
+        pa.field("session_event_id", pa.string()),
+        pa.field("session_gap_ms", pa.int64()),
+    ]
+)
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "use_dictionary": ["action"]}
 
 
@@ -52,6 +72,12 @@ def _timestamps(ms: np.ndarray | int, n: int) -> pa.Array:
     return pa.array(np.broadcast_to(np.int64(ms), (n,)), type=TS)
 
 
+def _event_ids(prefix: str, numbers: np.ndarray) -> pa.Array:
+    """Event numbers (N,) -> ``prefix + number`` strings (N,)."""
+    number = pa.array(numbers, type=pa.int64()).cast(pa.string())
+    return pc.binary_join_element_wise(prefix, number, "")
+
+
 def event_table(
     schema: pa.Schema,
     prefix: str,
@@ -63,16 +89,51 @@ def event_table(
     symbols: tuple[str, ...],
 ) -> pa.Table:
     """Events (N,) -> table of ``schema``; event_id = prefix + (first_id + row)."""
-    number = pa.array(np.arange(first_id, first_id + len(user_id), dtype=np.int64))
-    event_id = pc.binary_join_element_wise(prefix, number.cast(pa.string()), "")
     columns = {
-        "event_id": event_id,
+        "event_id": _event_ids(prefix, np.arange(first_id, first_id + len(user_id))),
         "user_id": pa.array(user_id, type=pa.int64()),
         "pin_id": pa.array(pin_id, type=pa.int64()),
         "action": pa.array(symbols, type=pa.string()).take(pa.array(action)),
         "event_ts": pa.array(ts_ms, type=TS),
     }
     return pa.table(columns).cast(schema)
+
+
+def conversion_truth_table(
+    first_id: int,
+    user_ids: np.ndarray,
+    events: DayEvents,
+    intents: Intents,
+    plan: SessionPlan,
+    session_ids: np.ndarray,
+    session_ts_ms: np.ndarray,
+) -> pa.Table:
+    """Planted truth of a chunk's N conversions (CONVERSION_TRUTH, in ``events`` order,
+    whose event ids are "o-" + first_id + row); ``user_ids`` (n,) of the chunk's local
+    users; ``session_ids`` / ``session_ts_ms`` (S,) event number and time of each session
+    engagement of ``plan``."""
+    n = len(events.user)
+    newest = plan.newest
+    has = newest >= 0
+    # A trailing sentinel makes the -1 of "no session" a valid index (masked below).
+    newest_id = np.append(session_ids, 0)[newest]
+    newest_ts = np.append(session_ts_ms, 0)[newest]
+    columns = {
+        "event_id": _event_ids("o-", np.arange(first_id, first_id + n)),
+        "user_id": pa.array(user_ids[events.user], type=pa.int64()),
+        "event_ts": pa.array(events.ts_ms, type=TS),
+        "pin_id": pa.array(events.pin + 1, type=pa.int64()),
+        "interest": pa.array(intents.intent, type=pa.int32()),
+        "shown_interest": pa.array(intents.shown, type=pa.int32()),
+        "chain_interest": pa.array(intents.chain, type=pa.int32()),
+        "noise": pa.array(intents.noise),
+        "session": pa.array(plan.session),
+        "explore": pa.array(plan.explore),
+        "session_engagements": pa.array(plan.count, type=pa.int8()),
+        "session_event_id": pc.if_else(pa.array(has), _event_ids("e-", newest_id), None),
+        "session_gap_ms": pa.array(events.ts_ms - newest_ts, type=pa.int64(), mask=~has),
+    }
+    return pa.table(columns).cast(CONVERSION_TRUTH)
 
 
 def pin_table(catalog: Catalog, updated_ms: int) -> pa.Table:
