@@ -200,7 +200,7 @@ def train_candidate(cfg: RetrainConfig, live: str, first: dt.date) -> tuple[str,
         data = shuffled(data, cfg.options.shuffle_labels_seed)
     mcfg = ModelConfig.for_data(len(data.catalog), data.catalog.max_interest_id, **overrides)
     source = make_source(data.offsite, data.catalog, data.engagements, data.users, mcfg)
-    tcfg = tcfg.resolve(len(source.log))
+    tcfg = tcfg.resolve(len(source.log), len(source.catalog))
     result = train_model(source, tcfg)
     doc = {
         **window.to_json(),

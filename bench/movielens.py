@@ -94,15 +94,19 @@ def _towerline(lake: Path, registry: Path, args: argparse.Namespace) -> dict[str
 
 def _sasrec(lake: Path, args: argparse.Namespace, maxlen: int) -> dict[str, Any]:
     from model.baselines.sasrec import SASRecConfig, run_leave_one_out
+    from model.config import ModelConfig
     from model.lake_io import load_lake
 
     quick = {"epochs": 6, "eval_every": 2} if args.quick else {}
     cfg = SASRecConfig(
         **({"maxlen": maxlen, "threads": args.threads} | quick | _pairs(args.sasrec))
     )
-    return run_leave_one_out(load_lake(lake), cfg, log=lambda s: print(s, file=sys.stderr)) | {
-        "config": dataclasses.asdict(cfg)
-    }
+    # The histories towerline's encoder gets, so both models answer the same queries.
+    cutoff = _pairs(args.model).get("history_cutoff", ModelConfig().history_cutoff)
+    result = run_leave_one_out(
+        load_lake(lake), cfg, log=lambda s: print(s, file=sys.stderr), history_cutoff=cutoff
+    )
+    return result | {"config": dataclasses.asdict(cfg)}
 
 
 def _rounded(metrics: dict[str, float]) -> dict[str, float]:
@@ -139,11 +143,16 @@ def main(argv: list[str] | None = None) -> int:
         out |= {"popularity": _rounded(ev["popularity"])}
         out |= {"train_s_towerline": tl["train"]["train_seconds"]}
         out |= {"best_epoch_towerline": tl["train"]["best_epoch"]}
+        out |= {"epochs_run_towerline": len(tl["train"]["history"])}
+        validation = tl["train"]["validation"] or {}
+        out |= {"validation_towerline": _rounded(validation.get("with_context", {}))}
         out |= {"wall_s_towerline": round(time.perf_counter() - t0, 1)}
     if "sasrec" not in args.skip:
         sas = _sasrec(work / "lake", args, maxlen=200 if layout == "ml-1m" else 50)
         out |= {"users": sas["users"], "sasrec": _rounded(sas["test"])}
+        out |= {"validation_sasrec": _rounded(sas["validation"])}
         out |= {"train_s_sasrec": sas["train_seconds"], "best_epoch_sasrec": sas["best_epoch"]}
+        out |= {"epochs_run_sasrec": sas["epochs_run"], "converged_sasrec": sas["converged"]}
         out |= {"sasrec_config": sas["config"]}
         out |= {"popularity_sasrec_path": _rounded(sas["popularity"])}
     out |= {"overrides": {"model": _pairs(args.model), "train": _pairs(args.train)}}

@@ -40,6 +40,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=TrainConfig().threads)
     parser.add_argument("--batch-size", type=int, default=TrainConfig().batch_targets)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--negatives",
+        default=TrainConfig().negatives,
+        help="auto | in_batch | mixed | catalogue (auto: full softmax up to 4,096 pins)",
+    )
+    parser.add_argument(
+        "--weight-average",
+        type=float,
+        default=TrainConfig().weight_average,
+        help="decay of the moving average of the weights; 0 = off (its cost per step)",
+    )
     return parser.parse_args(argv)
 
 
@@ -61,8 +72,11 @@ def main(argv: list[str] | None = None) -> None:
             threads=args.threads,
             seed=args.seed,
             progress=False,
+            negatives=args.negatives,
+            weight_average=args.weight_average,
         )
         result = train_model(source, tcfg)
+        negatives = tcfg.negatives_for(len(source.catalog))
     out = {
         "examples_per_s": round(result.examples_per_s, 1),
         "examples": result.examples,
@@ -71,6 +85,8 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads,
         "batch_targets": args.batch_size,
         "final_loss": round(result.history[-1]["loss"], 4),
+        "negatives": negatives,
+        "weight_average": args.weight_average,
         **sizes,
         "model": {
             k: v

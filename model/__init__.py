@@ -6,7 +6,7 @@ Modules (import them directly; this package imports nothing, so it stays cheap):
 - ``model.features``   sequence_events, build_encoder_inputs, RecentEngagements (numpy)
 - ``model.tables``     EventLog, PinTable, UserTable, encode_demographics (numpy)
 - ``model.batches``    training examples as windows of user histories
-- ``model.loss``       in-batch softmax with logQ correction
+- ``model.loss``       in-batch softmax with logQ, mixed negatives, full softmax
 - ``model.train``      train_model (no I/O)
 - ``model.registry``   versioned directories with sha256 manifests
 - ``model.artifacts``  TwoTower, save_model, load_encoder / load_online / load_item_tower

@@ -35,7 +35,11 @@ class TwoTower:
     def build(cls, cfg: ModelConfig, seed: int = 0) -> TwoTower:
         """Freshly initialised parts (deterministic for ``seed``)."""
         torch.manual_seed(seed)
-        return cls(cfg, SequenceEncoder(cfg), OnlineTower(cfg), ItemTower(cfg))
+        encoder, item_tower = SequenceEncoder(cfg), ItemTower(cfg)
+        if cfg.tie_pin_embeddings:
+            # Shared in training; each part still saves (and loads) its own copy.
+            encoder.pin = item_tower.pin
+        return cls(cfg, encoder, OnlineTower(cfg), item_tower)
 
     def parts(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "online": self.online, "item_tower": self.item_tower}
@@ -49,7 +53,9 @@ class TwoTower:
         return self.train(False)
 
     def parameters(self) -> list[nn.Parameter]:
-        return [p for module in self.parts().values() for p in module.parameters()]
+        """Every parameter once (a tied table belongs to two parts)."""
+        unique = {id(p): p for module in self.parts().values() for p in module.parameters()}
+        return list(unique.values())
 
     def state(self) -> dict[str, dict[str, torch.Tensor]]:
         """A detached copy of every part's state dict."""

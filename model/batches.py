@@ -39,26 +39,69 @@ class ExampleSource:
     seq: SequenceEvents
     starts: np.ndarray  # (n,) index of the first event of each event's user
     src: np.ndarray  # (n,) last event in the history state (cfg.history_cutoff), -1: none
-    prev: np.ndarray  # (n,) last strictly earlier event (the subject pin), -1 if none
+    prev: np.ndarray  # (n,) last earlier event (ties ordered as the history's), -1 if none
     recent: RecentEngagements  # the real-time sequence source
     users: UserTable
     catalog: PinTable
     cfg: ModelConfig
+    subject_ids: np.ndarray  # (n, 3) int64 interests of each event's subject pin
+    subject_conf: np.ndarray  # (n, 3) float32, all 0 where the event has no subject pin
+    subject_rule: str  # "previous" | "engagement" (cfg.subject_pin resolved)
 
 
 def make_source(
     log: EventLog, catalog: PinTable, engagements: EventLog, users: UserTable, cfg: ModelConfig
 ) -> ExampleSource:
+    seq = sequence_events(log, catalog)
+    prev = history_index(log, min(HISTORY_CUTOFFS[cfg.history_cutoff], 1))
+    recent = RecentEngagements.from_log(engagements)
+    rule = resolve_subject_rule(cfg.subject_pin, len(engagements))
+    subject = subject_interests(log, seq, prev, recent, catalog, rule)
     return ExampleSource(
         log,
-        sequence_events(log, catalog),
+        seq,
         log.user_starts(),
         history_index(log, HISTORY_CUTOFFS[cfg.history_cutoff]),
-        history_index(log),
-        RecentEngagements.from_log(engagements),
+        prev,
+        recent,
         users,
         catalog,
         cfg,
+        *subject,
+        rule,
+    )
+
+
+def resolve_subject_rule(subject_pin: str, engagements: int) -> str:
+    """``ModelConfig.subject_pin`` -> "previous" | "engagement" for data with
+    ``engagements`` on-platform events ("auto" needs some to pick "engagement")."""
+    if subject_pin == "auto":
+        return "engagement" if engagements else "previous"
+    return subject_pin
+
+
+def subject_interests(
+    log: EventLog,
+    seq: SequenceEvents,
+    prev: np.ndarray,
+    recent: RecentEngagements,
+    catalog: PinTable,
+    rule: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interests (n, 3) and confidences (n, 3) of each event's subject pin: the previous
+    conversion ``prev`` (n,), or the user's newest engagement strictly before the event
+    (``rule``); PAD / 0 where there is none."""
+    if rule == "engagement":
+        pins, mask = recent.last_n(log.user, log.ts, 1)
+        ids, conf = catalog.lookup(pins[:, 0])
+        none = ~mask[:, 0:1]
+    else:
+        safe = np.maximum(prev, 0)
+        ids, conf = seq.interest_ids[safe], seq.interest_conf[safe]
+        none = (prev < 0)[:, None]
+    return (
+        np.where(none, PAD_INTEREST, ids).astype(np.int64),
+        np.where(none, 0.0, conf).astype(np.float32),
     )
 
 
@@ -154,6 +197,56 @@ class TrainBatch:
     item: dict[str, Tensor]  # ItemTower inputs of the positives, (T, ...)
     pins: Tensor  # (T,) int64 positive pin ids (for accidental-hit masking)
     log_q: Tensor  # (T,) float32 log sampling probability of each positive
+    # Candidates beyond the batch's positives (``Negatives``): S uniform catalogue pins
+    # ("mixed") or none; the loss then corrects every column by ``log_expected`` (T + S,).
+    extra_item: dict[str, Tensor] | None = None
+    extra_pins: Tensor | None = None
+    log_expected: Tensor | None = None
+    columns: Tensor | None = None  # (T,) catalogue column of each positive ("catalogue")
+
+
+@dataclasses.dataclass(frozen=True)
+class Negatives:
+    """Where a batch's negatives come from (``TrainConfig.negatives``)."""
+
+    mode: str  # "in_batch" | "mixed" | "catalogue"
+    uniform: int  # S uniform catalogue negatives per batch ("mixed")
+    popularity: np.ndarray  # (M,) float64 share of training targets on each catalogue pin
+
+    @classmethod
+    def for_source(cls, source: ExampleSource, mode: str, uniform: int) -> Negatives:
+        cols, _ = source.catalog.index_of(source.log.pin)
+        counts = np.bincount(cols, minlength=len(source.catalog)).astype(np.float64)
+        return cls(mode, uniform, counts / max(counts.sum(), 1.0))
+
+
+def catalogue_inputs(catalog: PinTable, cols: np.ndarray | None = None) -> dict[str, Tensor]:
+    """``ItemTower`` inputs of the catalogue rows ``cols`` (default: every row)."""
+    sel = slice(None) if cols is None else cols
+    return {
+        "pin_ids": torch.from_numpy(np.ascontiguousarray(catalog.pin_id[sel])),
+        "interest_ids": torch.from_numpy(np.ascontiguousarray(catalog.interest_ids[sel])),
+        "interest_conf": torch.from_numpy(np.ascontiguousarray(catalog.interest_conf[sel])),
+    }
+
+
+def _extra_candidates(
+    source: ExampleSource, tgt: np.ndarray, negatives: Negatives, rng: np.random.Generator
+) -> dict[str, object]:
+    """The ``TrainBatch`` fields of ``negatives`` for targets ``tgt`` (T,)."""
+    cols, _ = source.catalog.index_of(source.log.pin[tgt])
+    if negatives.mode == "catalogue":
+        return {"columns": torch.from_numpy(cols)}
+    if negatives.mode != "mixed":
+        return {}
+    m, t, s = len(source.catalog), len(tgt), negatives.uniform
+    neg = rng.integers(0, m, size=s)
+    expected = t * negatives.popularity[np.concatenate([cols, neg])] + s / m
+    return {
+        "extra_item": catalogue_inputs(source.catalog, neg),
+        "extra_pins": torch.from_numpy(source.catalog.pin_id[neg]),
+        "log_expected": torch.from_numpy(np.log(expected).astype(np.float32)),
+    }
 
 
 def pseudo_context(
@@ -174,12 +267,7 @@ def pseudo_context(
     positive = seq.interest_ids[tgt], seq.interest_conf[tgt]
     if mode == "positive":
         return positive
-    prev = source.prev[tgt]
-    none = (prev < 0)[:, None]
-    previous = (
-        np.where(none, PAD_INTEREST, seq.interest_ids[prev]),
-        np.where(none, 0.0, seq.interest_conf[prev]).astype(np.float32),
-    )
+    previous = source.subject_ids[tgt], source.subject_conf[tgt]
     if mode == "previous":
         return previous
     pick = (rng.random(len(tgt)) < 0.5)[:, None]
@@ -193,9 +281,11 @@ def make_batch(
     log_q: np.ndarray,
     pseudo: str = "previous",
     seed: int = 0,
+    negatives: Negatives | None = None,
 ) -> TrainBatch:
     """The batch of windows ``ids`` (B,); ``pseudo`` picks the pseudo-context
-    (``pseudo_context``), ``seed`` its random choices."""
+    (``pseudo_context``), ``negatives`` the extra candidates, ``seed`` their random
+    choices."""
     start, end = windows.start[ids], windows.end[ids]
     counts = windows.tgt_hi[ids] - windows.tgt_lo[ids]
     rows = np.repeat(np.arange(len(ids)), counts)
@@ -206,7 +296,9 @@ def make_batch(
     enc = build_encoder_inputs(source.seq, start, end, source.cfg.max_len)
     log, seq = source.log, source.seq
     ids3, conf3 = seq.interest_ids[tgt], seq.interest_conf[tgt]
-    subject = pseudo_context(source, tgt, pseudo, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    subject = pseudo_context(source, tgt, pseudo, rng)
+    extra = _extra_candidates(source, tgt, negatives, rng) if negatives is not None else {}
     return TrainBatch(
         encoder=enc.tensors(),
         rows=torch.from_numpy(rows),
@@ -219,4 +311,5 @@ def make_batch(
         },
         pins=torch.from_numpy(log.pin[tgt]),
         log_q=torch.from_numpy(log_q[tgt]),
+        **extra,
     )

@@ -1,10 +1,12 @@
 """Full-ranking evaluation of a two-tower model (and of popularity) on held-out targets.
 
 Each query is one held-out event k of the full log; history = the user's events
-strictly before it (last L). Two contexts: "with_context" = the request context of a
-related-pins surface: the subject pin = the user's most recent pin before k, with the
-user's demographics and engagements strictly before k; "no_context" = the history state
-alone (the zero context vector the model saw when its context was dropped in training).
+before it (``ModelConfig.history_cutoff``, last L). Two contexts: "with_context" = the
+request context of a related-pins surface: the subject pin (``ModelConfig.subject_pin``:
+the user's newest engagement before k, or without engagements the previous conversion),
+with the user's demographics and engagements strictly before k; "no_context" = the
+history state alone (the zero context vector the model saw when its context was dropped
+in training).
 Items = the whole catalogue; the user's earlier pins are excluded.
 Scoring is exact brute force ``U @ V.T`` in batches of users.
 
@@ -26,7 +28,6 @@ from model.batches import ExampleSource, context_inputs, user_context
 from model.features import build_encoder_inputs
 from model.protocol import metrics_from_ranks, rank_stats
 from model.tables import PinTable
-from towerline.core.contracts import PAD_INTEREST
 
 CONTEXTS = ("with_context", "no_context")
 
@@ -56,12 +57,9 @@ def user_embeddings(
     enc = build_encoder_inputs(source.seq, source.starts[targets], src + 1, source.cfg.max_len)
     state = model.encoder(**enc.tensors())
     log = source.log
-    prev = source.prev[targets]  # the subject pin: the user's most recent pin before k
-    has_subject = (prev >= 0)[:, None]
-    subject_ids = np.where(has_subject, source.seq.interest_ids[prev], PAD_INTEREST)
-    subject_conf = np.where(has_subject, source.seq.interest_conf[prev], 0.0).astype(np.float32)
     user_part = user_context(source, log.user[targets], log.ts[targets])
-    with_ctx = context_inputs(subject_ids, subject_conf, user_part)
+    subject = source.subject_ids[targets], source.subject_conf[targets]
+    with_ctx = context_inputs(*subject, user_part)
     return {
         "with_context": model.online(state, **with_ctx),
         "no_context": model.online.without_context(state),

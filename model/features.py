@@ -5,7 +5,8 @@ per batch of users; training and evaluation use the same two functions, so the c
 hidden state is computed from exactly the features the encoder was trained on.
 
 Time rules (nothing at or after a target's time is a feature of it):
-- history of event k = the user's events strictly earlier in time (``history_index``);
+- history of event k = the user's events before it in the log's (time, arrival) order,
+  or strictly earlier in time / before its day (``history_index``);
 - the real-time sequence of a query at t = the user's last N engagements strictly
   before t (``realtime_sequence``), the same thing the stream job keeps in Feast.
 """
@@ -28,8 +29,13 @@ def history_index(log: EventLog, resolution_s: int = 1) -> np.ndarray:
     index summarises exactly the history of the event.
 
     ``resolution_s`` coarsens "earlier": with 86400 the history ends before the event's
-    UTC day, i.e. it is what a daily batch job had encoded when the event happened."""
+    UTC day, i.e. it is what a daily batch job had encoded when the event happened.
+    With 0, "earlier" is the log's own order (time, then arrival): events stamped in the
+    same second count in the order they arrived, as the leave-one-out split orders them."""
     n = len(log)
+    if resolution_s == 0:
+        prev = np.arange(n, dtype=np.int64) - 1
+        return np.where(prev >= log.user_starts(), prev, -1).astype(np.int64)
     bucket = log.ts // resolution_s
     new_run = np.ones(n, dtype=bool)
     new_run[1:] = (log.user[1:] != log.user[:-1]) | (bucket[1:] != bucket[:-1])

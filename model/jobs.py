@@ -63,7 +63,8 @@ def run_train(
     data = load_lake(lake, until, days, cfg=ModelConfig(**overrides))
     cfg = ModelConfig.for_data(len(data.catalog), data.catalog.max_interest_id, **overrides)
     source, validate = _sources(data, cfg, holdout, tcfg)
-    tcfg = tcfg.resolve(len(source.log))  # auto epochs / batch size, saved as resolved
+    # auto epochs / batch size / negatives, saved as resolved
+    tcfg = tcfg.resolve(len(source.log), len(source.catalog))
     result = train_model(source, tcfg, validate)
     best = result.history[result.best_epoch - 1]
     metrics = {

@@ -1,4 +1,4 @@
-"""In-batch softmax with logQ correction.
+"""Softmax losses: in-batch with logQ correction, mixed negatives, full catalogue.
 
 The negatives of a positive are the other positives of the batch, so a pin shows up as
 a negative in proportion to its popularity; subtracting log q(pin) from its logit
@@ -32,3 +32,36 @@ def in_batch_softmax_loss(
     """Mean cross-entropy of each user against the batch's positives (scalar)."""
     logits = in_batch_logits(user_emb, item_emb, pin_ids, log_q, temperature)
     return F.cross_entropy(logits, torch.arange(len(logits)))
+
+
+def sampled_softmax_loss(
+    user_emb: Tensor,
+    item_emb: Tensor,
+    pin_ids: Tensor,
+    neg_emb: Tensor,
+    neg_pin_ids: Tensor,
+    log_expected: Tensor,
+    temperature: float,
+) -> Tensor:
+    """Mixed negative sampling (Yang et al., WWW 2020): each user is scored against the
+    batch's T positives and S extra negatives (S, D) drawn uniformly from the catalogue.
+
+    ``log_expected`` (T + S,): log of each candidate column's expected count under the
+    mixed proposal (T x its popularity + S / M); subtracting it is the logQ correction of
+    the mixture, as ``in_batch_logits`` subtracts log q for the in-batch part alone. Uniform
+    negatives reach the long tail that in-batch sampling almost never shows as negatives."""
+    items = torch.cat([item_emb, neg_emb])
+    pins = torch.cat([pin_ids, neg_pin_ids])
+    logits = user_emb @ items.T / temperature - log_expected.unsqueeze(0)
+    hits = pin_ids.unsqueeze(1) == pins.unsqueeze(0)
+    rows = torch.arange(len(pin_ids))
+    hits[rows, rows] = False
+    return F.cross_entropy(logits.masked_fill(hits, float("-inf")), rows)
+
+
+def full_softmax_loss(
+    user_emb: Tensor, catalogue_emb: Tensor, columns: Tensor, temperature: float
+) -> Tensor:
+    """Exact softmax over every catalogue item (M, D); ``columns`` (T,) = each positive's
+    catalogue column. No sampling, so no correction: affordable when M is small."""
+    return F.cross_entropy(user_emb @ catalogue_emb.T / temperature, columns)

@@ -6,6 +6,7 @@ a ``TrainConfig``, and returns the trained parts with their per-epoch history.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -18,18 +19,21 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor
 
 from model.artifacts import TwoTower
 from model.batches import (
     ExampleSource,
+    Negatives,
     TrainBatch,
+    catalogue_inputs,
     epoch_batches,
     epoch_windows,
     log_sampling_prob,
     make_batch,
 )
 from model.config import TrainConfig
-from model.loss import in_batch_softmax_loss
+from model.loss import full_softmax_loss, in_batch_softmax_loss, sampled_softmax_loss
 
 Validator = Callable[[TwoTower], dict[str, dict[str, float]]]
 SELECT_ON = ("with_context", "recall@10")  # validation metric that picks the best epoch
@@ -50,15 +54,34 @@ class TrainResult:
         return self.examples / max(self.seconds, 1e-9)
 
 
-def train_step(
-    model: TwoTower, batch: TrainBatch, optimizer: torch.optim.Optimizer, temperature: float
-) -> float:
-    """One AdamW step on one batch; returns the loss."""
+def batch_loss(
+    model: TwoTower, batch: TrainBatch, temperature: float, catalogue: dict[str, Tensor] | None
+) -> Tensor:
+    """The softmax loss of one batch: over the catalogue (``catalogue`` = every pin's
+    item-tower inputs), over its positives plus uniform negatives, or in-batch."""
     hidden = model.encoder.sequence(**batch.encoder)
     states = model.encoder.states_at(hidden, batch.rows, batch.positions)
     users = model.online(states, **batch.context)
+    if catalogue is not None and batch.columns is not None:
+        return full_softmax_loss(users, model.item_tower(**catalogue), batch.columns, temperature)
     items = model.item_tower(**batch.item)
-    loss = in_batch_softmax_loss(users, items, batch.pins, batch.log_q, temperature)
+    if batch.extra_item is not None and batch.extra_pins is not None:
+        negatives = model.item_tower(**batch.extra_item)
+        return sampled_softmax_loss(
+            users, items, batch.pins, negatives, batch.extra_pins, batch.log_expected, temperature
+        )
+    return in_batch_softmax_loss(users, items, batch.pins, batch.log_q, temperature)
+
+
+def train_step(
+    model: TwoTower,
+    batch: TrainBatch,
+    optimizer: torch.optim.Optimizer,
+    temperature: float,
+    catalogue: dict[str, Tensor] | None = None,
+) -> float:
+    """One AdamW step on one batch; returns the loss."""
+    loss = batch_loss(model, batch, temperature, catalogue)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -122,6 +145,51 @@ class _Run:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     log_q: np.ndarray  # (n,) log sampling probability of each event's pin
     rng: np.random.Generator
+    negatives: Negatives
+    catalogue: dict[str, Tensor] | None  # every pin's item-tower inputs ("catalogue")
+    averaged: WeightAverage | None  # tcfg.weight_average > 0
+
+
+class WeightAverage:
+    """Exponential moving average of the weights (Polyak averaging): validated and kept
+    instead of the last step's weights, it smooths out the step-to-step noise that makes a
+    single epoch's checkpoint a lucky or unlucky draw."""
+
+    def __init__(self, model: TwoTower, decay: float) -> None:
+        self.decay = decay
+        self.params = model.parameters()
+        self.average = [p.detach().clone() for p in self.params]
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: TwoTower) -> None:
+        # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): early on the
+        # average follows the weights closely, so a short run is not an average of its
+        # random initialisation.
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: TwoTower) -> None:
+        for param, avg in zip(self.params, self.average, strict=True):
+            param.copy_(avg)
+
+
+@contextlib.contextmanager
+def _averaged_weights(run: _Run) -> Iterator[None]:
+    """The averaged weights in the model for the duration (validation, checkpoint)."""
+    if run.averaged is None:
+        yield
+        return
+    live = [p.detach().clone() for p in run.averaged.params]
+    run.averaged.copy_to(run.model)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for param, value in zip(run.averaged.params, live, strict=True):
+                param.copy_(value)
 
 
 def _start(source: ExampleSource, tcfg: TrainConfig) -> _Run:
@@ -136,7 +204,14 @@ def _start(source: ExampleSource, tcfg: TrainConfig) -> _Run:
         optimizer, _schedule(tcfg.warmup_steps, steps_per_epoch * tcfg.epochs)
     )
     log_q = log_sampling_prob(source.log.pin)
-    return _Run(source, tcfg, model, optimizer, scheduler, log_q, np.random.default_rng(tcfg.seed))
+    uniform = tcfg.uniform_negatives or tcfg.batch_targets or 1
+    negatives = Negatives.for_source(source, tcfg.negatives, uniform)
+    catalogue = catalogue_inputs(source.catalog) if tcfg.negatives == "catalogue" else None
+    rng = np.random.default_rng(tcfg.seed)
+    averaged = WeightAverage(model, tcfg.weight_average) if tcfg.weight_average > 0 else None
+    return _Run(
+        source, tcfg, model, optimizer, scheduler, log_q, rng, negatives, catalogue, averaged
+    )
 
 
 def _epoch(run: _Run, epoch: int, bar: Progress) -> dict[str, Any]:
@@ -144,14 +219,24 @@ def _epoch(run: _Run, epoch: int, bar: Progress) -> dict[str, Any]:
     windows = epoch_windows(run.source, run.rng)
     batches = epoch_batches(windows, run.rng, run.tcfg.batch_targets)
     seeds = run.rng.integers(0, 2**31, size=len(batches))
-    make = partial(make_batch, run.source, windows, log_q=run.log_q, pseudo=run.tcfg.pseudo_context)
+    make = partial(
+        make_batch,
+        run.source,
+        windows,
+        log_q=run.log_q,
+        pseudo=run.tcfg.pseudo_context,
+        negatives=run.negatives,
+    )
     jobs = [(ids, int(seed)) for ids, seed in zip(batches, seeds, strict=True)]
     task = bar.add_task(f"epoch {epoch}/{run.tcfg.epochs}", total=len(batches), loss=0.0)
     run.model.train()
     started, losses, examples = time.perf_counter(), [], 0
     for batch in prefetched(lambda job: make(job[0], seed=job[1]), jobs):
-        losses.append(train_step(run.model, batch, run.optimizer, run.source.cfg.temperature))
+        temperature = run.source.cfg.temperature
+        losses.append(train_step(run.model, batch, run.optimizer, temperature, run.catalogue))
         run.scheduler.step()
+        if run.averaged is not None:
+            run.averaged.update(run.model)
         examples += len(batch.pins)
         bar.update(task, advance=1, loss=float(np.mean(losses[-50:])))
     return {
@@ -168,7 +253,7 @@ def train_model(
     """Train a fresh model on every event of ``source.log`` as a target. With
     ``validate``, keep the best epoch by ``SELECT_ON`` and stop after ``tcfg.patience``
     epochs without improvement."""
-    tcfg = tcfg.resolve(len(source.log))
+    tcfg = tcfg.resolve(len(source.log), len(source.catalog))
     run = _start(source, tcfg)
     history: list[dict[str, Any]] = []
     best, best_score, best_epoch = None, -1.0, 0
@@ -176,10 +261,11 @@ def train_model(
         for epoch in range(1, tcfg.epochs + 1):
             row = _epoch(run, epoch, bar)
             if validate is not None:
-                row["validation"] = validate(run.model)
-                score = row["validation"][SELECT_ON[0]][SELECT_ON[1]]
-                if score > best_score:
-                    best, best_score, best_epoch = run.model.state(), score, epoch
+                with _averaged_weights(run):
+                    row["validation"] = validate(run.model)
+                    score = row["validation"][SELECT_ON[0]][SELECT_ON[1]]
+                    if score > best_score:
+                        best, best_score, best_epoch = run.model.state(), score, epoch
             history.append(row)
             if tcfg.progress:
                 bar.console.print(_epoch_line(row))
@@ -187,6 +273,8 @@ def train_model(
                 break
     if best is not None:
         run.model.load_state(best)
+    elif run.averaged is not None:
+        run.averaged.copy_to(run.model)
     examples = sum(row["examples"] for row in history)
     seconds = sum(row["seconds"] for row in history)
     return TrainResult(run.model.eval(), history, best_epoch or len(history), examples, seconds)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from model.config import HISTORY_CUTOFFS
 from model.features import history_index
 from model.lake_io import LakeData
 from model.protocol import batched_ranking_metrics, leave_one_out_split, popularity_scores
@@ -255,22 +256,27 @@ SELECT_ON = "recall@10"  # the validation metric towerline's trainer selects its
 
 
 def run_leave_one_out(
-    data: LakeData, cfg: SASRecConfig, log: Callable[[str], None] | None = None
+    data: LakeData,
+    cfg: SASRecConfig,
+    log: Callable[[str], None] | None = None,
+    history_cutoff: str = "event",
 ) -> dict[str, Any]:
     """Train on the leave-one-out training part of ``data.offsite``, stop early on the
     validation targets, and return the test metrics: the split, candidate set (the whole
     catalogue), exclusions (every earlier event of the user) and metrics of model/protocol.py,
     exactly as ``model.jobs.run_evaluate`` computes them for towerline.
 
-    A query's input is the user's events strictly earlier in time than its target, the same
-    history towerline's encoder gets (MovieLens ties many ratings to the same second)."""
+    A query's input is the user's events before its target by ``history_cutoff``
+    (``model.config.HISTORY_CUTOFFS``: "event" = strictly earlier in time, "log" = earlier
+    in the log's (time, arrival) order, as the split orders them): pass towerline's, so
+    both models see the same history (MovieLens ties many ratings to the same second)."""
     full = data.offsite
     split = leave_one_out_split(full.user, full.ts)
     cols, _ = data.catalog.index_of(full.pin)  # catalogue column of every event
     train = np.sort(split.train)
     _, first = np.unique(full.user[train], return_index=True)
     histories = np.split(cols[train] + 1, first[1:]) if len(train) else []
-    starts, earlier = full.user_starts(), history_index(full)
+    starts, earlier = full.user_starts(), history_index(full, HISTORY_CUTOFFS[history_cutoff])
 
     def metrics(model: SASRec | None, targets: np.ndarray) -> dict[str, float]:
         """Full ranking of ``targets``; ``None`` ranks by training popularity instead."""
@@ -294,5 +300,7 @@ def run_leave_one_out(
         "best_epoch": result.best_epoch,
         "validation": {SELECT_ON: result.best_metric},
         "epochs_run": len(result.history),
+        # Stopped by patience before the epoch ceiling: the validation metric had peaked.
+        "converged": len(result.history) < cfg.epochs,
         "train_seconds": round(result.seconds, 2),
     }

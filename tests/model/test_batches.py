@@ -44,6 +44,7 @@ def test_an_epoch_visits_every_event_once_as_a_target(source):
 
 
 def test_history_of_every_target_is_strictly_before_it(source):
+    assert source.cfg.history_cutoff == "log"  # the default: earlier in the log's order
     windows, batches, made = _epoch(source, seed=1)
     log = source.log
     for ids, batch in zip(batches, made, strict=True):
@@ -52,18 +53,23 @@ def test_history_of_every_target_is_strictly_before_it(source):
         start = windows.start[ids][rows]
         assert np.array_equal(batch.pins.numpy(), log.pin[tgt])
         has = pos >= 0
-        # the state read is the one after the last strictly earlier event ...
+        # the state read is the one after the user's previous event in the log ...
         assert np.array_equal(start[has] + pos[has], source.src[tgt][has])
-        assert (log.ts[start[has] + pos[has]] < log.ts[tgt][has]).all()
+        assert np.array_equal(source.src[tgt][has], tgt[has] - 1)
+        assert (log.ts[start[has] + pos[has]] <= log.ts[tgt][has]).all()
         assert (log.user[start[has]] == log.user[tgt][has]).all()
-        # ... and causal attention sees nothing after it; the next event is not earlier
-        nxt = start[has] + pos[has] + 1
-        assert (log.ts[nxt] >= log.ts[tgt][has]).all()
+        # ... and causal attention sees nothing after it: the next event is the target
+        assert (~has == (source.starts[tgt] == tgt)).all()
         rt = batch.context["realtime_mask"].numpy()
         assert rt.shape == (len(tgt), source.cfg.realtime_len)
 
 
-def test_pseudo_context_modes(source):
+def test_pseudo_context_modes(tiny_lake):
+    data = load_lake(tiny_lake)
+    cfg = ModelConfig.for_data(
+        len(data.catalog), data.catalog.max_interest_id, max_len=8, subject_pin="previous"
+    )
+    source = make_source(data.offsite, data.catalog, data.engagements, data.users, cfg)
     tgt = np.arange(len(source.log))
     rng = np.random.default_rng(0)
     ids, _ = pseudo_context(source, tgt, "positive", rng)
@@ -72,6 +78,25 @@ def test_pseudo_context_modes(source):
     has = source.prev >= 0
     assert np.array_equal(prev[has], source.seq.interest_ids[source.prev[has]])
     assert (prev[~has] == PAD_INTEREST).all()
+
+
+def test_subject_pin_is_the_newest_engagement_strictly_before_the_target(tiny_lake, source):
+    """The lake has engagements, so "auto" takes the subject pin from them."""
+    assert source.subject_rule == "engagement"
+    eng, log = load_lake(tiny_lake).engagements, source.log
+    checked = 0
+    for k in np.random.default_rng(1).choice(len(log), 200, replace=False):
+        before = np.flatnonzero((eng.user == log.user[k]) & (eng.ts < log.ts[k]))
+        if len(before) == 0:
+            assert (source.subject_ids[k] == PAD_INTEREST).all()
+            assert (source.subject_conf[k] == 0).all()
+            continue
+        newest = before[eng.ts[before] == eng.ts[before].max()][-1]
+        ids, conf = source.catalog.lookup(eng.pin[newest : newest + 1])
+        assert np.array_equal(source.subject_ids[k], ids[0])
+        assert np.allclose(source.subject_conf[k], conf[0])
+        checked += 1
+    assert checked > 50
 
 
 def test_day_cutoff_keeps_the_history_state_before_the_targets_day(tiny_lake):

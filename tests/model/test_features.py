@@ -29,6 +29,8 @@ def test_history_index_is_strictly_earlier_in_time_and_same_user():
     assert history_index(log).tolist() == [-1, 0, 0, 2, -1, -1]
     daily = _log([(1, 10, 100), (1, 11, 86_400 + 5), (1, 12, 86_400 + 9), (1, 13, 2 * 86_400)])
     assert history_index(daily, 86_400).tolist() == [-1, 0, 0, 2]
+    # resolution 0: the log's own order, so a same-second event that arrived first counts
+    assert history_index(log, 0).tolist() == [-1, 0, 1, 2, -1, 4]
 
 
 def test_log_gaps_are_between_consecutive_events_of_a_user():

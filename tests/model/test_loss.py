@@ -3,7 +3,12 @@ import torch
 import torch.nn.functional as F
 
 from model.batches import log_sampling_prob
-from model.loss import in_batch_logits, in_batch_softmax_loss
+from model.loss import (
+    full_softmax_loss,
+    in_batch_logits,
+    in_batch_softmax_loss,
+    sampled_softmax_loss,
+)
 
 
 def test_logq_correction_lowers_popular_pins_by_their_log_probability():
@@ -31,3 +36,37 @@ def test_accidental_hits_are_masked_but_the_positive_is_kept():
     assert torch.isfinite(logits.diagonal()).all()
     loss = in_batch_softmax_loss(torch.eye(3), torch.eye(3), pins, torch.zeros(3), 1.0)
     assert torch.isfinite(loss)
+
+
+def _unit(n, d, seed):
+    return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=1)
+
+
+def test_mixed_negatives_without_extra_candidates_is_the_in_batch_loss():
+    """With S = 0 the mixture's expected count is T x popularity: log q plus a constant,
+    which a softmax ignores."""
+    users, items = _unit(6, 4, 0), _unit(6, 4, 1)
+    pins = torch.tensor([4, 4, 1, 2, 3, 5])
+    log_q = torch.log(torch.tensor([2, 2, 1, 1, 1, 1]) / 8.0)
+    none = torch.zeros(0, 4), torch.zeros(0, dtype=torch.long)
+    mixed = sampled_softmax_loss(users, items, pins, *none, log_q + np.log(6), 0.1)
+    assert torch.allclose(mixed, in_batch_softmax_loss(users, items, pins, log_q, 0.1))
+
+
+def test_uniform_negatives_add_columns_and_their_hits_are_masked():
+    users, items, extra = _unit(3, 4, 2), _unit(3, 4, 3), _unit(2, 4, 4)
+    pins, extra_pins = torch.tensor([1, 2, 3]), torch.tensor([2, 9])
+    loss = sampled_softmax_loss(users, items, pins, extra, extra_pins, torch.zeros(5), 1.0)
+    # by hand: row 1's positive (pin 2) is also extra column 3 -> masked for row 1 only
+    logits = users @ torch.cat([items, extra]).T
+    logits[1, 3] = float("-inf")
+    assert torch.allclose(loss, F.cross_entropy(logits, torch.arange(3)))
+    # more (unmasked) negatives can only raise the loss of the same scores
+    assert loss > in_batch_softmax_loss(users, items, pins, torch.zeros(3), 1.0)
+
+
+def test_full_softmax_is_cross_entropy_over_the_catalogue():
+    users, catalogue = _unit(4, 4, 5), _unit(7, 4, 6)
+    columns = torch.tensor([0, 6, 3, 3])
+    expected = F.cross_entropy(users @ catalogue.T / 0.5, columns)
+    assert torch.allclose(full_softmax_loss(users, catalogue, columns, 0.5), expected)

@@ -52,3 +52,51 @@ def test_training_is_deterministic_for_a_seed(tiny_lake, tmp_path):
     for part in ("encoder", "online", "item_tower"):
         sa, sb = model_a.parts()[part].state_dict(), model_b.parts()[part].state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa), part
+
+
+@pytest.mark.parametrize(
+    ("train", "model"),
+    [
+        ({"negatives": "mixed", "uniform_negatives": 128}, {}),
+        ({"negatives": "catalogue"}, {}),
+        ({"weight_average": 0.99}, {"tie_pin_embeddings": True}),
+    ],
+    ids=["mixed-negatives", "full-softmax", "tied-and-averaged"],
+)
+def test_training_options_learn_and_survive_the_registry(tiny_lake, tmp_path, train, model):
+    """Each loss / weight option trains (the loss falls, the metrics are real numbers; what
+    each does to quality is measured by bench/quality.py, not on this tiny lake), and the
+    registered parts, saved and loaded one by one, keep a tied table tied."""
+    tcfg = TrainConfig(epochs=4, batch_targets=256, progress=False, patience=99, **train)
+    summary = run_train(
+        tiny_lake, tmp_path, holdout="leave-one-out", tcfg=tcfg, model_overrides=SMALL | model
+    )
+    losses = [row["loss"] for row in summary["history"]]
+    assert losses[-1] < losses[0]
+    result = run_evaluate(tiny_lake, tmp_path, summary["model_version"])
+    assert 0 < result["with_context"]["recall@10"] <= result["with_context"]["recall@50"] <= 1
+    if model.get("tie_pin_embeddings"):
+        _, loaded = load_model(tmp_path)
+        assert torch.equal(loaded.encoder.pin.table.weight, loaded.item_tower.pin.table.weight)
+
+
+def test_weight_average_warms_up_then_lags_the_weights():
+    from model.artifacts import TwoTower
+    from model.config import ModelConfig
+    from model.train import WeightAverage
+
+    model = TwoTower.build(ModelConfig(pin_buckets=64, interest_vocab=8, **SMALL))
+    average = WeightAverage(model, decay=0.99)
+    first = model.parameters()[0]
+    start = first.detach().clone()
+    with torch.no_grad():
+        first.add_(1.0)
+    average.update(model)  # decay min(0.99, 2 / 11): mostly the new weights already
+    assert torch.allclose(average.average[0], start + 1.0 - 2 / 11, atol=1e-6)
+    for _ in range(2000):
+        average.update(model)
+    assert torch.allclose(average.average[0], first.detach(), atol=1e-5)
+    with torch.no_grad():
+        first.add_(1.0)
+    average.update(model)  # warmed up: one step moves it by 1 - 0.99 only
+    assert torch.allclose(average.average[0], first.detach() - 0.99, atol=1e-5)

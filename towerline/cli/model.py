@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from model.config import HISTORY_CUTOFFS, NEGATIVES, SUBJECT_PINS, ModelConfig, TrainConfig
 from towerline.cli import options as o
 
 Threads = Annotated[
@@ -77,10 +78,29 @@ def train_cmd(
     history_cutoff: Annotated[
         str,
         typer.Option(
-            help="event: an example's history state has seen every offsite event before it. "
-            "day: only those before its UTC day, as served from the daily encode job."
+            help="log: an example's history state has seen every offsite event before it in "
+            "the log (time, then arrival: events stamped in the same second count in arrival "
+            "order). event: only those strictly earlier in time. day: only those before its "
+            "UTC day, as served from the daily encode job."
         ),
-    ] = "event",
+    ] = ModelConfig().history_cutoff,
+    subject_pin: Annotated[
+        str,
+        typer.Option(
+            help="The subject pin of a training or evaluation example: engagement = the "
+            "user's newest on-platform engagement before it (what a related-pins request "
+            "carries); previous = the user's previous offsite conversion; auto = engagement "
+            "when the lake has engagements, else previous."
+        ),
+    ] = "auto",
+    negatives: Annotated[
+        str,
+        typer.Option(
+            help="in_batch: the batch's other positives, logQ-corrected. mixed: plus as many "
+            "uniformly drawn catalogue pins. catalogue: an exact softmax over every pin. "
+            "auto: catalogue up to 4,096 pins, else in_batch."
+        ),
+    ] = TrainConfig().negatives,
     dim: Annotated[int, typer.Option(min=2, help="Embedding dimension of both towers.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and dropout.")] = 0,
     threads: Threads = 1,
@@ -91,13 +111,17 @@ def train_cmd(
     """Train the two-tower model on a lake window and register it as a new version.
 
     Prints one JSON summary (version, window, loss, validation metrics, examples/s) last."""
-    from model.config import TrainConfig
     from model.jobs import HOLDOUTS, run_train
 
     if holdout not in HOLDOUTS:
         raise typer.BadParameter(f"must be one of {', '.join(HOLDOUTS)}", param_hint="--holdout")
-    if history_cutoff not in ("event", "day"):
-        raise typer.BadParameter("must be event or day", param_hint="--history-cutoff")
+    for value, allowed, hint in (
+        (history_cutoff, HISTORY_CUTOFFS, "--history-cutoff"),
+        (subject_pin, SUBJECT_PINS, "--subject-pin"),
+        (negatives, NEGATIVES, "--negatives"),
+    ):
+        if value not in allowed:
+            raise typer.BadParameter(f"must be one of {', '.join(allowed)}", param_hint=hint)
     tcfg = TrainConfig(
         epochs=epochs,
         batch_targets=batch_size,
@@ -105,12 +129,14 @@ def train_cmd(
         seed=seed,
         threads=threads,
         progress=progress,
+        negatives=negatives,
     )
     overrides = {
         "context_dropout": context_dropout,
         "max_len": max_len,
         "dim": dim,
         "history_cutoff": history_cutoff,
+        "subject_pin": subject_pin,
     }
     summary = run_train(
         lake,
