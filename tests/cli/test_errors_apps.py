@@ -61,12 +61,33 @@ def test_an_interrupted_generate_leaves_an_empty_out_empty(tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("args", "needle"),
-    [(("--end-date", "2025-13-45"), "--end-date"), (("--pins", "5"), "--pins")],
+    [
+        (("--end-date", "2025-13-45"), "--end-date"),
+        (("--pins", "5"), "--pins"),
+        (("--session-rate", "1.5"), "--session-rate"),
+    ],
 )
 def test_generate_bad_options(tmp_path: Path, args, needle) -> None:
     ran = towerline_here("generate", "--out", tmp_path / "w", "--users", "10", *args)
     assert_user_error(ran, 2, needle)
     assert not (tmp_path / "w").exists()
+
+
+def test_generate_session_knobs_reach_the_world(tmp_path: Path) -> None:
+    import json
+
+    for rate, name in ((0.0, "none"), (1.0, "all")):
+        out = tmp_path / name
+        ran = towerline_here(
+            "generate", "--out", out, "--users", "20", "--pins", "64", "--days", "2",
+            "--session-rate", rate, "--session-explore", "0.25", "--no-progress",
+        )  # fmt: skip
+        assert ran.code == 0, str(ran)
+        world = json.loads((out / "world.json").read_text())
+        assert world["config"]["session_rate"] == rate
+        assert world["config"]["session_explore"] == 0.25
+        sessions = world["counts"]["session_conversions"]
+        assert (sessions == 0) if rate == 0 else (sessions > 0)
 
 
 def test_generate_refuses_a_non_empty_out(tmp_path: Path) -> None:

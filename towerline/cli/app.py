@@ -9,6 +9,7 @@ keeps its traceback.
 import json
 import logging
 import math
+import os
 import sys
 import traceback
 import warnings
@@ -105,6 +106,24 @@ def generate(
     end_date: Annotated[
         str | None, typer.Option(help="Last day, YYYY-MM-DD (UTC); default yesterday.")
     ] = None,
+    session_rate: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of offsite conversions that follow an on-platform session whose "
+            "engagements carry the conversion's intent (0: no sessions).",
+        ),
+    ] = 0.6,
+    session_explore: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Chance that a session's intent is drawn from the global interests instead "
+            "of the user's own: what only the subject-pin context can reveal.",
+        ),
+    ] = 0.5,
     progress: o.Progress = True,
 ) -> None:
     """Write a deterministic synthetic world with planted structure to a Parquet lake."""
@@ -112,7 +131,15 @@ def generate(
     from towerline.world import generate as run_generate
 
     last_day = o.parse_date(end_date, "--end-date") if end_date else o.yesterday()
-    cfg = WorldConfig(users=users, pins=pins, days=days, seed=seed, end_date=last_day)
+    cfg = WorldConfig(
+        users=users,
+        pins=pins,
+        days=days,
+        seed=seed,
+        end_date=last_day,
+        session_rate=session_rate,
+        session_explore=session_explore,
+    )
     summary = run_generate(cfg, out, progress=progress)
     typer.echo(json.dumps(summary))
 
