@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 	  echo "error: $(PYTHON) not found. towerline needs Python 3.11 (set PYTHON=/path/to/python3.11)."; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,dask]"
 	@$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	@touch $(STAMP)
 	@echo "towerline installed in $(VENV) — try: $(BIN)/towerline --help"

@@ -30,12 +30,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from apache_beam.io.parquetio import ReadAllFromParquetBatched, ReadFromParquetBatched
-from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch.corpus_steps import NAMESPACE, PIN_COLUMNS, BuildCorpus, CorpusConfig, CorpusError
-from batch.interrupt import stop_workers_on_interrupt
+from batch.pipeline_run import counter_results, run_to_end
 from schemas.lake import partition_dir, partitions, table_dir
 from schemas.lake_check import check_parquet_files, files_of
 from towerline.core.files import publish_dir, sha256_file, write_json_atomic
@@ -113,8 +112,12 @@ def build_pipeline(p: beam.Pipeline, lake: Path, cfg: CorpusConfig, staging: Pat
         | "EngagementPartitions" >> beam.Create(engagement_patterns(lake, cfg))
         | "ReadEngagements" >> ReadAllFromParquetBatched(columns=ENGAGED_COLUMNS)
     )
-    pins = p | "ReadPins" >> ReadFromParquetBatched(
-        str(pins_dir / "*.parquet"), columns=PIN_COLUMNS
+    # ReadAll here too: Beam's DaskRunner runs no `Read` source (ReadFromParquetBatched),
+    # only Create and ParDos.
+    pins = (
+        p
+        | "PinsFiles" >> beam.Create([str(pins_dir / "*.parquet")])
+        | "ReadPins" >> ReadAllFromParquetBatched(columns=PIN_COLUMNS)
     )
     _ = (
         (engagements, pins)
@@ -143,9 +146,7 @@ def run_corpus(
     try:
         pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args or []))
         build_pipeline(pipeline, lake, cfg, staging)
-        with stop_workers_on_interrupt():  # Ctrl-C: kill the worker processes, end at once
-            result = pipeline.run()
-            result.wait_until_finish()
+        result = run_to_end(pipeline)  # Ctrl-C ends it at once (batch.interrupt)
         manifest = _publish(staging, root, cfg, counters(result), now or dt.datetime.now(dt.UTC))
         published = True
         return manifest
@@ -167,8 +168,9 @@ def check_inputs(lake: Path, cfg: CorpusConfig) -> None:
 
 
 def counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
-    """The job's Beam counters, summed over steps."""
-    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    """The job's Beam counters, summed over steps (none where the runner reports no
+    metrics: the DaskRunner)."""
+    found = counter_results(result, NAMESPACE)
     totals: dict[str, int] = {}
     for counter in found:
         name = counter.key.metric.name

@@ -35,11 +35,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from apache_beam.io.parquetio import ReadFromParquetBatched
+from apache_beam.io.parquetio import ReadAllFromParquetBatched
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from batch.corpus import CORPUS_FILE, resolve_snapshot
-from batch.interrupt import stop_workers_on_interrupt
+from batch.pipeline_run import run_to_end
 from model.artifacts import load_config, load_item_tower
 from model.registry import verify_version
 from towerline.core.ann import (
@@ -217,7 +217,10 @@ def build_pipeline(p: beam.Pipeline, corpus_file: Path, registry: Path, build: B
     meta = build.metadata
     _ = (
         p
-        | "ReadCorpus" >> ReadFromParquetBatched(str(corpus_file), columns=ITEM_COLUMNS)
+        # Create + ReadAll rather than ReadFromParquetBatched: Beam's DaskRunner runs no
+        # `Read` source, only Create and ParDos.
+        | "CorpusFile" >> beam.Create([str(corpus_file)])
+        | "ReadCorpus" >> ReadAllFromParquetBatched(columns=ITEM_COLUMNS)
         | "EmbedCorpus" >> EmbedCorpus(registry, meta["model_version"], meta["model_name"])
         | "BuildIndex" >> beam.ParDo(build)
     )
@@ -265,7 +268,8 @@ def same_build(
         graph.pop("ef_search")
     built = meta.get("hnsw") or {}
     return (
-        all(meta.get(k) == facts[k] for k in ("model_name", "model_version", "corpus_snapshot"))
+        "shard" not in meta  # one shard of a set is never a whole build
+        and all(meta.get(k) == facts[k] for k in ("model_name", "model_version", "corpus_snapshot"))
         and (meta.get("sha256") or {}).get("item_tower") == facts["sha256"]["item_tower"]
         and all(built.get(k) == v for k, v in graph.items())
     )
@@ -332,8 +336,7 @@ def run_index(
         build = BuildIndex(str(staging), params, threads, facts, calibrate)
         pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args or []))
         build_pipeline(pipeline, snapshot / CORPUS_FILE, registry, build)
-        with stop_workers_on_interrupt():  # Ctrl-C: kill the worker processes, end at once
-            pipeline.run().wait_until_finish()
+        run_to_end(pipeline)  # Ctrl-C ends it at once (batch.interrupt)
         meta = read_metadata(staging)
         if meta["dim"] != dim:
             raise IndexJobError(f"embeddings have dim {meta['dim']}, the model says {dim}")

@@ -5,7 +5,9 @@ from that version's cached history state (DESIGN.md, "Versions"). ``publish`` ch
 order, and refuses with a message naming what is missing:
 
 1. an index of V in INDEXES whose ``index.bin`` matches its sha256, built from the item
-   tower V has in the registry (same sha256);
+   tower V has in the registry (same sha256); for a sharded build, the whole set: every
+   shard present once, each verifying, all of V over one corpus snapshot
+   (``towerline.core.ann.sets``), else one line says which shard is missing or what mixes;
 2. ``user_history_state`` rows of V in the lake (``<lake>/user_history_state/dt=*/``,
    newest partition first), written by this model: the partition's ``_manifest.json``
    (``batch.encode_output``) must name the model and the registry's encoder of V (a
@@ -46,11 +48,12 @@ from towerline.core import contracts
 from towerline.core.ann import (
     SERVING,
     AnnError,
-    current_dir,
-    list_indexes,
+    IndexSet,
+    current_set,
+    index_sets,
     model_root,
     read_pointer,
-    verify_index,
+    verify_set,
 )
 from towerline.core.contracts import DEFAULT_MODEL_NAME
 from towerline.core.errors import RefusedError
@@ -67,28 +70,33 @@ class PublishError(RefusedError):
 
 def find_index(
     indexes: Path, model_name: str, version: str, only_dir: str | None = None
-) -> tuple[Path, dict[str, Any]]:
-    """The intact index of ``version`` to serve: ``current`` if it is one, else the newest
-    (``only_dir``: that build and no other, as a rollback asks)."""
-    builds = [
-        p
-        for p, meta in list_indexes(indexes, model_name)
-        if meta["model_version"] == version and only_dir in (None, p.name)
+) -> tuple[IndexSet, list[dict[str, Any]]]:
+    """The intact index of ``version`` to serve — a plain build, or every shard of a set —
+    and its metadata by shard: ``current`` if it is one, else the newest (``only_dir``: the
+    build or set holding that directory and no other, as a rollback asks)."""
+    sets = [
+        s
+        for s in index_sets(indexes, model_name)
+        if any(m["model_version"] == version for _, m in s.builds) and only_dir in (None, *s.dirs)
     ]
-    if not builds:
+    if not sets:
         raise PublishError(
             f"{model_name} {version} has no index in {indexes}; build it first with "
             f"`towerline batch index --version {version}`"
         )
-    current = current_dir(indexes, model_name)
-    candidates = ([current] if current in builds else []) + builds[::-1]
-    problems = []
-    for path in dict.fromkeys(candidates):
+    current = current_set(indexes, model_name)
+    candidates = [s for s in sets if current and s.key == current.key] + sets[::-1]
+    problems: dict[str, str] = {}
+    for unit in candidates:
+        if unit.key in problems:
+            continue
         try:
-            return path, verify_index(path)
+            return unit, verify_set(unit)
         except AnnError as exc:
-            problems.append(str(exc))
-    raise PublishError(f"{model_name} {version} has no intact index: {'; '.join(problems)}")
+            problems[unit.key] = str(exc)
+    raise PublishError(
+        f"{model_name} {version} has no intact index: {'; '.join(problems.values())}"
+    )
 
 
 def check_item_tower(
@@ -196,7 +204,8 @@ def publish(
         version = resolve_version(Path(registry), model_name, version)
     except RegistryError as exc:
         raise PublishError(str(exc)) from exc
-    path, meta = find_index(indexes, model_name, version, index_dir)
+    unit, metas = find_index(indexes, model_name, version, index_dir)
+    meta = metas[0]  # a set's shards agree on version, tower and snapshot (verify_set)
     files = check_item_tower(meta, Path(registry), model_name, version)
     states = offline_states(Path(lake), version, sample, model_name, files.get("encoder.pt"))
     if store is not None:
@@ -207,9 +216,10 @@ def publish(
     doc = {
         "model_name": model_name,
         "model_version": version,
-        "dir": path.name,
+        "dir": unit.dirs[0],
         "index_sha256": meta["sha256"]["index"],
         "corpus_snapshot": meta["corpus_snapshot"],
+        **_shards(unit, metas),
         "published_at": (now or dt.datetime.now(dt.UTC)).isoformat(),
         "history_states": {k: v for k, v in states.items() if k != "sample_users"},
         "previous": previous,
@@ -250,6 +260,18 @@ def rollback(
         now=now,
         index_dir=previous["dir"],
     )
+
+
+def _shards(unit: IndexSet, metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """What ``serving.json`` adds for a set: its id and every shard's directory and sha256
+    (serving loads and checks them all); nothing for a plain build."""
+    if not unit.sharded:
+        return {}
+    shards = [
+        {"dir": d, "index_sha256": m["sha256"]["index"]}
+        for d, m in zip(unit.dirs, metas, strict=True)
+    ]
+    return {"set": unit.key, "shards": shards}
 
 
 def _previous_for(old: dict[str, Any] | None, version: str) -> dict[str, Any] | None:

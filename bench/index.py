@@ -13,8 +13,13 @@ torch top-100 on a sample of queries, and single-query latency (one thread) of
 ``HnswIndex.query`` and of a bare ``hnswlib.Index`` loaded from the same saved graph, the
 two interleaved query by query so load from other processes hits both alike. Progress
 goes to stderr; the LAST line on stdout is one JSON object ``{n, build_s, recall_at_100,
-query_p50_ms, query_p99_ms, raw_hnswlib_p99_ms, ...}``. The machine is shared: the JSON
-carries the 1-minute load average before and after.
+query_p50_ms, query_p99_ms, raw_hnswlib_p99_ms, sharded_recall_at_100, sharded_p99_ms,
+...}``. The machine is shared: the JSON carries the 1-minute load average before and after.
+
+Sharded: the same pins split into ``--shards`` (4) indexes by ``shard_of(pin_id)``, each
+built with the same parameters, queried for k one after another and merged by score
+(``ShardedIndex``, what serving runs for a sharded set); its recall@100 is against the same
+exact top-100 and its single-query latency is interleaved with the two above.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import hnswlib
 import numpy as np
 import torch
 
-from towerline.core.ann import INDEX_FILE, METRIC, HnswIndex, HnswParams
+from towerline.core.ann import INDEX_FILE, METRIC, HnswIndex, HnswParams, ShardedIndex, shard_of
 
 FULL = {"n": 1_000_000, "latency_queries": 2000, "recall_queries": 200}
 QUICK = {"n": 50_000, "latency_queries": 1000, "recall_queries": 100}
@@ -51,6 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clusters", type=int, default=1024, help="interest directions")
     parser.add_argument("--spread", type=float, default=0.5, help="pin noise vs. its center")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shards", type=int, default=4, help="shards of the merged index")
     return parser.parse_args(argv)
 
 
@@ -90,32 +96,52 @@ def exact_top(data: torch.Tensor, queries: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate(out)
 
 
-def recall(index: HnswIndex, data: np.ndarray, queries: np.ndarray, k: int, ef: int) -> float:
-    """Mean |approximate ∩ exact| / k; pin id = row + 1."""
-    exact = exact_top(torch.from_numpy(data), queries, k) + 1
+def recall(
+    index: HnswIndex | ShardedIndex, exact: np.ndarray, queries: np.ndarray, k: int, ef: int
+) -> float:
+    """Mean |approximate ∩ exact| / k against ``exact`` (Q, k) pin ids."""
     found, _ = index.query(queries, k, ef=ef)
     hits = [len(np.intersect1d(a, b)) for a, b in zip(found, exact, strict=True)]
     return float(np.mean(hits)) / k
 
 
 def latencies(
-    index: HnswIndex, bare: hnswlib.Index, queries: np.ndarray, k: int, ef: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-query seconds (Q,) of ``index.query`` and of ``bare.knn_query``, interleaved
-    (alternating which goes first) after 20 warm-up queries."""
+    index: HnswIndex,
+    bare: hnswlib.Index,
+    sharded: ShardedIndex,
+    queries: np.ndarray,
+    k: int,
+    ef: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-query seconds (Q,) of ``index.query``, ``bare.knn_query`` and ``sharded.query``,
+    interleaved (rotating which goes first) after 20 warm-up queries."""
     bare.set_ef(ef)
-    ours, raw = [], []
+    ours, raw, merged = [], [], []
     for i, q in enumerate(queries):
         q = q[None, :]
-        pair = [
+        calls = [
             (ours, lambda q=q: index.query(q, k, ef=ef)),
             (raw, lambda q=q: bare.knn_query(q, k, 1)),
+            (merged, lambda q=q: sharded.query(q, k, ef=ef)),
         ]
-        for sink, call in pair if i % 2 else pair[::-1]:
+        for sink, call in calls[i % 3 :] + calls[: i % 3]:
             start = time.perf_counter()
             call()
             sink.append(time.perf_counter() - start)
-    return np.array(ours[20:]), np.array(raw[20:])
+    return np.array(ours[20:]), np.array(raw[20:]), np.array(merged[20:])
+
+
+def build_shards(
+    data: np.ndarray, count: int, params: HnswParams, threads: int
+) -> tuple[ShardedIndex, list[int]]:
+    """The pins (ids = row + 1) split by ``shard_of`` into ``count`` indexes, merged."""
+    ids = np.arange(1, len(data) + 1)
+    shard = shard_of(ids, count)
+    parts = []
+    for i in range(count):
+        rows = np.flatnonzero(shard == i)
+        parts.append(HnswIndex.build(ids[rows], data[rows], params, threads))
+    return ShardedIndex(parts, {}), [len(p) for p in parts]
 
 
 def ms(seconds: np.ndarray, q: float) -> float:
@@ -134,14 +160,21 @@ def main(argv: list[str] | None = None) -> None:
     start, cpu_start = time.perf_counter(), time.process_time()
     index = HnswIndex.build(np.arange(1, sizes["n"] + 1), data, params, args.threads)
     build_s, build_cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
-    log(f"built in {build_s:.1f}s; exact recall on {sizes['recall_queries']} queries ...")
-    rec = recall(index, data, queries[: sizes["recall_queries"]], args.k, args.ef)
+    log(f"built in {build_s:.1f}s; {args.shards} shards of the same pins ...")
+    start = time.perf_counter()
+    sharded, shard_sizes = build_shards(data, args.shards, params, args.threads)
+    sharded_build_s = time.perf_counter() - start
+    log(f"built in {sharded_build_s:.1f}s; exact recall on {sizes['recall_queries']} queries ...")
+    sample = queries[: sizes["recall_queries"]]
+    exact = exact_top(torch.from_numpy(data), sample, args.k) + 1  # pin id = row + 1
+    rec = recall(index, exact, sample, args.k, args.ef)
+    sharded_rec = recall(sharded, exact, sample, args.k, args.ef)
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
         index.save(Path(tmp))
         bare = hnswlib.Index(space=METRIC, dim=args.dim)  # the same graph, no wrapper
         bare.load_index(str(Path(tmp) / INDEX_FILE))
     log("timing single queries ...")
-    ours, raw = latencies(index, bare, queries, args.k, args.ef)
+    ours, raw, merged = latencies(index, bare, sharded, queries, args.k, args.ef)
     result = {
         "n": sizes["n"],
         "dim": args.dim,
@@ -161,6 +194,13 @@ def main(argv: list[str] | None = None) -> None:
         "raw_hnswlib_p99_ms": ms(raw, 99),
         "p99_ratio": round(ms(ours, 99) / ms(raw, 99), 3),
         "queries": len(ours),
+        "shards": args.shards,
+        "shard_sizes": shard_sizes,
+        "sharded_build_s": round(sharded_build_s, 2),
+        "sharded_recall_at_100": round(sharded_rec, 4),
+        "sharded_recall_delta": round(sharded_rec - rec, 4),
+        "sharded_p50_ms": ms(merged, 50),
+        "sharded_p99_ms": ms(merged, 99),
         "cpus": os.cpu_count(),
         "load_avg_1m_before": round(load_before, 2),
         "load_avg_1m_after": round(os.getloadavg()[0], 2),

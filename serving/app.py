@@ -161,6 +161,7 @@ def create_app(
                 "model_version": served.model_version,
                 "index_dir": served.index_dir,
                 "index_built_at": served.built_at,
+                "index_shards": served.shards,
                 "towers_loaded": holder.towers.versions(),
             }
         )

@@ -1,6 +1,10 @@
 """What a serving process serves: the index ``serving.json`` names, verified, with the
 online tower and the learned empty state of that same model version.
 
+A sharded build (``serving.json`` names a ``set`` and its ``shards``) is served whole: every
+shard loads and verifies against the sha256 publish recorded, the set is complete and of
+one version, and retrieval queries all shards and merges by score (``ShardedIndex``).
+
 A ``Served`` is immutable: a request holds the one it started with, so a swap never changes
 the version under a request in flight. Loading refuses (``ServingError``) anything that
 does not verify, and the caller keeps serving what it had.
@@ -15,13 +19,23 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from model.artifacts import load_config, load_encoder, load_online
 from model.config import ModelConfig
 from model.registry import verify_version
 from model.towers import OnlineTower
-from towerline.core.ann import SERVING, AnnError, HnswIndex, model_root, read_pointer
+from towerline.core.ann import (
+    SERVING,
+    AnnError,
+    HnswIndex,
+    IndexSet,
+    ShardedIndex,
+    model_root,
+    read_pointer,
+    set_problems,
+)
 from towerline.core.ann.interests import INTERESTS_FILE, PinInterests
 from towerline.core.contracts import INTEREST_SLOTS, PAD_INTEREST
 from towerline.core.errors import RefusedError, TowerlineError
@@ -53,13 +67,18 @@ class Served:
     built_at: str
     corpus_snapshot: str
     published_at: str
-    index: HnswIndex
+    index: HnswIndex | ShardedIndex
     tower: Tower
     pins: PinInterests | None  # None: an index built before pin interests were saved
 
     @property
     def key(self) -> tuple[str, str]:
         return self.model_version, self.index_dir
+
+    @property
+    def shards(self) -> int:
+        """How many shards the index holds (1: one plain build)."""
+        return len(self.index.shards) if isinstance(self.index, ShardedIndex) else 1
 
 
 class TowerCache:
@@ -125,16 +144,16 @@ def load_served(
     version, dir_name = pointer.get("model_version"), pointer.get("dir")
     if pointer.get("model_name") != model_name or not version or not dir_name:
         raise ServingError(f"serving.json does not name a {model_name!r} index: {pointer}")
-    directory = model_root(indexes, model_name) / str(dir_name)
-    try:
-        index = HnswIndex.load(directory, verify=True)
-    except (AnnError, OSError, ValueError, RuntimeError) as exc:
-        raise ServingError(f"index {directory} does not load: {exc}") from None
-    meta = index.metadata
-    _check(meta.get("model_version") == version, f"{directory} holds {meta.get('model_version')}, not {version}")  # fmt: skip
-    _check(meta["sha256"].get("index") == pointer.get("index_sha256"), f"{directory}/index.bin is not the file serving.json published")  # fmt: skip
+    root = model_root(indexes, model_name)
+    named = _named_shards(pointer)
+    loaded = [_load_index(root / d, sha256, version) for d, sha256 in named]
+    builds = [(root / d, index.metadata) for (d, _), index in zip(named, loaded, strict=True)]
+    if pointer.get("shards"):
+        _check_set(str(pointer.get("set")), builds)
     files = _registry_files(registry, model_name, version)
-    _check(files.get("item_tower.pt") == meta["sha256"].get("item_tower"), f"{directory} was built from another item tower than {model_name} {version}")  # fmt: skip
+    for directory, meta in builds:
+        _check(files.get("item_tower.pt") == meta["sha256"].get("item_tower"), f"{directory} was built from another item tower than {model_name} {version}")  # fmt: skip
+    meta = loaded[0].metadata
     return Served(
         model_name=model_name,
         model_version=version,
@@ -142,10 +161,42 @@ def load_served(
         built_at=str(meta.get("built_at")),
         corpus_snapshot=str(meta.get("corpus_snapshot")),
         published_at=str(pointer.get("published_at")),
-        index=index,
+        index=ShardedIndex(loaded, meta) if pointer.get("shards") else loaded[0],
         tower=towers.get(version),
-        pins=_pins(directory, meta),
+        pins=_merged_pins(builds),
     )
+
+
+def _named_shards(pointer: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(directory, index sha256) of every build ``pointer`` names: a set's shards in
+    order, else its one ``dir``."""
+    shards = pointer.get("shards")
+    if not shards:
+        return [(str(pointer["dir"]), pointer.get("index_sha256"))]
+    _check(isinstance(shards, list) and all(isinstance(s, dict) for s in shards), f"serving.json's shards are not a list of {{dir, index_sha256}}: {shards}")  # fmt: skip
+    named = [(str(s.get("dir")), s.get("index_sha256")) for s in shards]
+    _check(named[0][0] == pointer["dir"], f"serving.json names {pointer['dir']}, its first shard {named[0][0]}")  # fmt: skip
+    return named
+
+
+def _load_index(directory: Path, sha256: str | None, version: str) -> HnswIndex:
+    """One build serving.json names: verified, of ``version``, the file publish checked."""
+    try:
+        index = HnswIndex.load(directory, verify=True)
+    except (AnnError, OSError, ValueError, RuntimeError) as exc:
+        raise ServingError(f"index {directory} does not load: {exc}") from None
+    meta = index.metadata
+    _check(meta.get("model_version") == version, f"{directory} holds {meta.get('model_version')}, not {version}")  # fmt: skip
+    _check(meta["sha256"].get("index") == sha256, f"{directory}/index.bin is not the file serving.json published")  # fmt: skip
+    return index
+
+
+def _check_set(set_key: str, builds: list[tuple[Path, dict[str, Any]]]) -> None:
+    """The shards serving.json names must be the whole set it names, of one version."""
+    unit = IndexSet(set_key, tuple(builds))
+    problems = set_problems(unit)
+    _check(not problems, "; ".join(problems))
+    _check(len(builds) == unit.count, f"serving.json names {len(builds)} shards of index set {set_key}, which has {unit.count}")  # fmt: skip
 
 
 def _registry_files(registry: Path, model_name: str, version: str) -> dict[str, str]:
@@ -153,6 +204,17 @@ def _registry_files(registry: Path, model_name: str, version: str) -> dict[str, 
         return verify_version(Path(registry), model_name, version)["files"]
     except (TowerlineError, OSError, ValueError) as exc:
         raise ServingError(f"{model_name} {version} does not verify in {registry}: {exc}") from None
+
+
+def _merged_pins(builds: list[tuple[Path, dict[str, Any]]]) -> PinInterests | None:
+    """The pin interests of every shard as one lookup (None if any shard has none)."""
+    parts = [_pins(directory, meta) for directory, meta in builds]
+    if len(parts) == 1:
+        return parts[0]
+    if any(p is None for p in parts):
+        return None
+    ids = np.concatenate([p.pin_id for p in parts])
+    return PinInterests.build(ids, np.concatenate([p.interest_ids for p in parts]))
 
 
 def _pins(directory: Path, meta: dict[str, Any]) -> PinInterests | None:

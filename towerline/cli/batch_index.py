@@ -10,6 +10,7 @@ rollback`` (which moves no served pointer) records its run in the ledger, failur
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -96,13 +97,23 @@ def batch_index_cmd(
     ] = None,
     keep: Annotated[int, typer.Option(min=1, help="Builds kept per model; older are deleted.")] = 3,
     threads: Annotated[int, typer.Option(help="hnswlib build threads; -1 = all cores.")] = -1,
+    shards: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Split the index into S shards by pin-id hash, one set published and served "
+            "whole (queried shard by shard, merged by score); 1 = one index.",
+        ),
+    ] = 1,
     model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
     pipeline_args: o.PipelineArgs = None,
     ledger_path: o.Ledger = o.DEFAULT_LEDGER,
 ) -> None:
     """Embed the corpus with the item tower of VERSION, build an inner-product HNSW index,
-    publish it atomically under INDEXES/<model-name>/<version>-<built_at>/ and flip `current`."""
+    publish it atomically under INDEXES/<model-name>/<version>-<built_at>/ and flip `current`
+    (with --shards S: S indexes <version>-<built_at>-shard<i>of<S>/ of one set)."""
     from batch.index import run_index
+    from batch.index_shards import run_sharded_index
     from towerline.core.ann import HnswParams
 
     params = HnswParams(M=m, ef_construction=ef_construction, ef_search=ef_search or 100)
@@ -110,7 +121,8 @@ def batch_index_cmd(
     with ledger.Run(
         ledger_path, "batch index", model_name=model_name, model_version=requested
     ) as run:
-        result = run_index(
+        build = run_index if shards == 1 else functools.partial(run_sharded_index, shards=shards)
+        result = build(
             corpus,
             registry,
             version,

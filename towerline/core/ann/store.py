@@ -1,11 +1,14 @@
 """The on-disk index store: atomic directories, pointer files, rollback and pruning.
 
     <INDEXES>/<model_name>/<version>-<built_at>/{index.bin, metadata.json}
+    <INDEXES>/<model_name>/<version>-<built_at>-shard<i>of<S>/  one shard of a set (S > 1)
     <INDEXES>/<model_name>/current        {"dir": ...}  newest published build
     <INDEXES>/<model_name>/serving.json   what serving loads (written by batch.publish)
 
 A directory appears whole (staged, fsynced, renamed); a pointer is a JSON file replaced
 with ``os.replace`` after fsync, so a reader sees the old or the new one, never half.
+The shards of a set (``towerline.core.ann.sets``) are flipped to, rolled back and pruned
+together; ``current`` then names shard 0 in ``dir`` and all of them in ``shards``.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ import datetime as dt
 import json
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from towerline.core.ann.hnsw import METADATA_FILE, AnnError, read_metadata, verify_index
+from towerline.core.ann.hnsw import METADATA_FILE, AnnError, read_metadata
+from towerline.core.ann.sets import SHARD, IndexSet, group_sets, set_holding, stamp, verify_set
 from towerline.core.files import publish_dir, write_json_atomic
 from towerline.core.names import check_name
 
@@ -56,9 +61,11 @@ def new_staging(indexes: Path, model_name: str) -> Path:
 
 
 def dir_name(meta: dict[str, Any]) -> str:
-    """``<version>-<built_at as YYYYmmddTHHMMSSZ>``, e.g. ``v3-20250701T020000Z``."""
-    built = dt.datetime.fromisoformat(meta["built_at"]).astimezone(dt.UTC)
-    return f"{meta['model_version']}-{built:%Y%m%dT%H%M%SZ}"
+    """``<version>-<built_at as YYYYmmddTHHMMSSZ>``, e.g. ``v3-20250701T020000Z``; a shard
+    of a set adds its place, e.g. ``v3-20250701T020000Z-shard1of4``."""
+    name = f"{meta['model_version']}-{stamp(meta['built_at'])}"
+    place = meta.get(SHARD)
+    return f"{name}-shard{place['index']}of{place['count']}" if place else name
 
 
 def list_indexes(indexes: Path, model_name: str) -> list[tuple[Path, dict[str, Any]]]:
@@ -77,8 +84,11 @@ def current_dir(indexes: Path, model_name: str) -> Path | None:
     return model_root(indexes, model_name) / pointer["dir"] if pointer else None
 
 
-def flip_current(indexes: Path, model_name: str, directory: Path, now: dt.datetime) -> dict:
-    """Point ``current`` at ``directory`` (a published index of this model)."""
+def flip_current(
+    indexes: Path, model_name: str, directory: Path, now: dt.datetime, shards: Sequence[str] = ()
+) -> dict:
+    """Point ``current`` at ``directory`` (a published index of this model); for a set,
+    ``directory`` is shard 0 and ``shards`` names every shard's directory."""
     meta = read_metadata(directory)
     old = read_pointer(model_root(indexes, model_name) / CURRENT)
     doc = {
@@ -87,6 +97,8 @@ def flip_current(indexes: Path, model_name: str, directory: Path, now: dt.dateti
         "flipped_at": now.isoformat(),
         "previous": old["dir"] if old else None,
     }
+    if shards:
+        doc["shards"] = list(shards)
     write_json_atomic(model_root(indexes, model_name) / CURRENT, doc)
     return doc
 
@@ -101,22 +113,48 @@ def publish_index(
     return final
 
 
+def publish_set(
+    stagings: list[Path], indexes: Path, model_name: str, keep: int, now: dt.datetime
+) -> list[Path]:
+    """Move the staged shards of one set into place (shard order), then flip ``current``
+    to the set and keep the last ``keep`` sets. A crash between the moves leaves an
+    incomplete set that ``current`` never names and that publish refuses."""
+    root = model_root(indexes, model_name)
+    finals = [publish_dir(s, root, dir_name(read_metadata(s))) for s in stagings]
+    flip_current(indexes, model_name, finals[0], now, [p.name for p in finals])
+    prune(indexes, model_name, keep)
+    return finals
+
+
+def index_sets(indexes: Path, model_name: str) -> list[IndexSet]:
+    """The published builds grouped into sets (a plain build is a set of one), oldest first."""
+    return group_sets(list_indexes(indexes, model_name))
+
+
+def current_set(indexes: Path, model_name: str) -> IndexSet | None:
+    """The set ``current`` names, None when it names none that is on disk."""
+    current = current_dir(indexes, model_name)
+    return set_holding(index_sets(indexes, model_name), current.name) if current else None
+
+
 def rollback(indexes: Path, model_name: str, now: dt.datetime) -> dict[str, Any]:
-    """Flip ``current`` to the newest verified build older than the current one."""
+    """Flip ``current`` to the newest verified build (or whole set) older than the current."""
     current = current_dir(indexes, model_name)
     if current is None:
         raise AnnError(f"no current index of {model_name!r} in {indexes}; nothing to roll back")
-    builds = [p for p, _ in list_indexes(indexes, model_name)]
-    older = builds[: builds.index(current)] if current in builds else []
+    sets = index_sets(indexes, model_name)
+    here = set_holding(sets, current.name)
+    older = sets[: sets.index(here)] if here else []
     for candidate in reversed(older):
         try:
-            verify_index(candidate)
+            verify_set(candidate)
         except AnnError:
-            continue  # a damaged build is skipped, never served
-        return flip_current(indexes, model_name, candidate, now)
+            continue  # a damaged build or incomplete set is skipped, never served
+        shards = candidate.dirs if candidate.sharded else []
+        return flip_current(indexes, model_name, candidate.paths[0], now, shards)
     raise AnnError(
         f"cannot roll back {model_name!r}: no intact index older than {current.name} "
-        f"(kept: {[p.name for p in builds]})"
+        f"(kept: {[d for s in sets for d in s.dirs]})"
     )
 
 
@@ -133,13 +171,13 @@ def pinned_dirs(indexes: Path, model_name: str) -> set[str]:
 
 
 def prune(indexes: Path, model_name: str, keep: int) -> list[str]:
-    """Delete all but the newest ``keep`` builds; never one ``pinned_dirs`` names.
-    Returns the deleted directory names."""
+    """Delete all but the newest ``keep`` sets (a plain build is a set of one); never a
+    set one of whose directories ``pinned_dirs`` names. Returns the deleted directory names."""
     if keep < 1:
         raise AnnError(f"keep must be >= 1, got {keep}")
     pinned = pinned_dirs(indexes, model_name)
-    builds = [p for p, _ in list_indexes(indexes, model_name)]
-    doomed = [p for p in builds[:-keep] if p.name not in pinned]
+    sets = index_sets(indexes, model_name)
+    doomed = [p for s in sets[:-keep] if not pinned & set(s.dirs) for p in s.paths]
     for path in doomed:
         shutil.rmtree(path)
     return [p.name for p in doomed]
