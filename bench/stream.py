@@ -11,8 +11,12 @@ one sequence row per event, the worst case), ``--pins`` pins Zipf(1.1); event_ts
 worker (a thread, as in ``towerline stream run``) applies them into Redis, then SQLite (on
 the first 30%), events/s from its first batch on; 5. a forked process produces at a steady
 ``--rate`` and polls ``get_online_features`` for marked events: produce time → visible;
-6. the same updates through ``FeatureStore.push``, one event (user row + pin row) per call.
-Prints details, then as its LAST line the JSON of the six headline figures.
+6. the same updates through ``FeatureStore.push``, one event (user row + pin row) per call;
+7. scaling: the same events applied again (fresh state namespaces, fresh groups) by 1 and by
+2 forked worker processes (``towerline stream run --processes N``), measured the same way for
+both (the state store's applied offsets, polled from here, from the moment every partition
+has moved: a group that joined in two rounds shows as a late ``all_partitions_after_s``).
+Prints details, then as its LAST line the JSON of the eight headline figures.
 """
 
 from __future__ import annotations
@@ -24,15 +28,19 @@ import gc
 import json
 import multiprocessing as mp
 import os
+import resource
 import tempfile
 import threading
 import time
 import uuid
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 # All imported before the load process is forked, so it starts with everything loaded.
 import numpy as np
 import pandas as pd
+import psutil
 import redis
 from kafka import KafkaConsumer, KafkaProducer
 
@@ -40,6 +48,8 @@ from schemas.codec import AvroCodec
 from schemas.errors import SchemaError
 from streams.config import WorkerConfig
 from streams.runner import run_worker_in_thread
+from streams.stores import open_state_store
+from streams.supervisor import start_workers, stop_workers
 from towerline.core.contracts import ENGAGEMENT_ACTIONS
 from towerline.core.featurestore import apply_repo, open_store
 from towerline.core.kafka import ProducerSettings
@@ -50,7 +60,9 @@ FULL = {"events": 300_000, "users": 1_000_000, "pins": 200_000, "probe_s": 15.0}
 QUICK = {"events": 40_000, "users": 1_000_000, "pins": 200_000, "probe_s": 5.0}
 SQLITE_SHARE = 0.3  # SQLite is measured on the first 30% of the events: it is the slow one
 GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
+PARTITIONS = 4
 PROBE_USER, PROBE_EVERY = 10**12, 50  # every 50th event: a user of its own, visible = row exists
+SCALE_NS = "towerline:streams:bench-scale"  # + number of processes: a state namespace per run
 DEFAULT_GC = gc.get_threshold()  # Python's, before tune_gc() changes them
 
 
@@ -90,12 +102,9 @@ def produce_all(bootstrap: str, topic: str, rows: np.ndarray) -> float:
     return sent / seconds
 
 
-def bare_consumer_rate(bootstrap: str, topic: str, n: int, max_poll: int) -> tuple[float, float]:
-    """A group member that only decodes: (records/s from its first poll with data, CPU µs/record)."""
+def bare_consumer_rate(consumer: KafkaConsumer, n: int) -> tuple[float, float]:
+    """Decode ``n`` records only: (records/s from the first poll with data, CPU µs/record)."""
     codec = AvroCodec()
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bare-{uuid.uuid4().hex[:6]}",
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             max_poll_records=max_poll, **GROUP)  # fmt: skip
     seen, started, cpu0 = 0, None, 0.0
     while seen < n:
         for records in consumer.poll(timeout_ms=500).values():
@@ -108,17 +117,22 @@ def bare_consumer_rate(bootstrap: str, topic: str, n: int, max_poll: int) -> tup
                     pass
             seen += len(records)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu0
-    consumer.close()
     return n / elapsed, cpu / n * 1e6
 
 
 def bare_both(bootstrap: str, topic: str, n: int, max_poll: int) -> dict:
-    """Bare consumer with Python's default GC (the headline), then with the worker's tune_gc()."""
+    """A group member that only decodes, with Python's default GC (the headline), then from
+    the beginning again with the worker's tune_gc() (one group join for both: ~3 s less)."""
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=f"bare-{uuid.uuid4().hex[:6]}",
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             max_poll_records=max_poll, **GROUP)  # fmt: skip
     gc.unfreeze()
     gc.set_threshold(*DEFAULT_GC)
-    plain, plain_cpu = bare_consumer_rate(bootstrap, topic, n, max_poll)
+    plain, plain_cpu = bare_consumer_rate(consumer, n)
+    consumer.seek_to_beginning()
     tune_gc()
-    tuned, tuned_cpu = bare_consumer_rate(bootstrap, topic, n, max_poll)
+    tuned, tuned_cpu = bare_consumer_rate(consumer, n)
+    consumer.close()
     return {"plain_per_s": round(plain), "plain_cpu_us": round(plain_cpu, 1), "tuned_gc_per_s": round(tuned),
             "tuned_gc_cpu_us": round(tuned_cpu, 1)}  # fmt: skip
 
@@ -137,6 +151,74 @@ def worker_rate(args, bootstrap: str, topic: str, store, n: int) -> tuple[float,
         assert w.wait_until(lambda _: handled() >= n, 600), w.stats
         cpu_us, rate = (time.process_time() - cpu0) / (handled() - n0) * 1e6, (handled() - n0) / (time.perf_counter() - t0)  # fmt: skip
         return rate, {"batches": w.stats.batches, "process_cpu_us_per_event": round(cpu_us, 1)}
+
+
+def processes_rate(args, bootstrap: str, topic: str, project: str, data_dir: Path, processes: int, n: int, servers: dict) -> dict:  # fmt: skip
+    """``processes`` forked workers of a new group apply all ``n`` events into Redis, with a
+    state namespace of their own (so they start from nothing, as the first worker did).
+
+    events/s from the first commit to all ``n`` applied, read from the state store (as the
+    thread worker's figure: from its first batch on); CPU µs per event of the workers (start
+    to exit, so with their start and group join) and of the broker and Redis (same window;
+    the whole Redis server: any other client of it counts too).
+    """
+    cfg = replace(worker_cfg(args, bootstrap, topic), state_namespace=f"{SCALE_NS}{processes}")
+    opened = partial(open_store, online="redis", redis_url=args.redis_url, project=project, data_dir=data_dir)  # fmt: skip
+    state = open_state_store(opened(), cfg.state_namespace, cfg.half_life_ms)
+    if threading.active_count() > 1:  # a fork copies no thread: one holding a lock would hang it
+        print(f"warning: forking with {threading.active_count()} threads alive")
+    cpu0, started = _cpu(servers), time.perf_counter()
+    stats = mp.get_context("fork").SimpleQueue()
+    on_stop = partial(_send_stats, stats)  # runs in each child as it stops
+    children = start_workers(cfg, opened, processes, on_stop=on_stop)
+    try:
+        first, applied_then, last = _watch(state, topic, n, children)
+    finally:
+        stop_workers(children)
+        state.close()
+    per_worker = [stats.get() for c in children if c.process.exitcode == 0]
+    cpu = {k: round((v - cpu0[k]) / n * 1e6, 1) for k, v in _cpu(servers).items()}
+    rate = (n - applied_then) / (last - first) if last > first else float("nan")
+    return {"events_per_s": round(rate), "timed_events": n - applied_then, "first_commit_after_s": round(first - started, 1),
+            "cpu_us_per_event": cpu, "wall_s": round(last - started, 1), "workers": per_worker}  # fmt: skip
+
+
+def _send_stats(queue, _index: int, stats) -> None:
+    queue.put({k: getattr(stats, k) for k in ("batches", "conflicts", "errors")})
+
+
+def _watch(state, topic: str, n: int, children: list) -> tuple[float, int, float]:
+    """Poll the applied offsets until ``n``: (first commit seen at, applied then, last at)."""
+    first, applied_then, deadline = None, 0, time.perf_counter() + 600
+    while True:
+        done = sum(o + 1 for o in state.applied(topic, range(PARTITIONS)).values())
+        now = time.perf_counter()
+        if done >= n:
+            return (now, done, now) if first is None else (first, applied_then, now)
+        if first is None and done:
+            first, applied_then = now, done
+        assert all(c.process.exitcode is None for c in children), "a worker died"
+        assert now < deadline, f"stalled at {done}/{n}"
+        time.sleep(0.005)
+
+
+def _cpu(servers: dict) -> dict[str, float]:
+    """CPU seconds so far: of this process's waited-for children (the workers, once
+    stopped), and of each server process in ``servers`` (name -> pid)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = {"workers": usage.ru_utime + usage.ru_stime}
+    for name, pid in servers.items():
+        with contextlib.suppress(psutil.Error):  # another user's Redis: not ours to read
+            times = psutil.Process(pid).cpu_times()
+            out[name] = times.user + times.system
+    return out
+
+
+def server_pids(broker_pid: int, redis_url: str) -> dict[str, int]:
+    client = redis.Redis.from_url(f"redis://{redis_url}")
+    pid = int(client.info("server")["process_id"])
+    client.close()
+    return {"broker": broker_pid, "redis": pid}
 
 
 def open_feast(kind: str, project: str, data_dir: Path, redis_url: str):
@@ -231,14 +313,18 @@ def cleanup_redis(redis_url: str, project: str) -> None:
     """Delete the Feast rows (keys end with the project) and the worker state of the run."""
     client = redis.Redis.from_url(f"redis://{redis_url}")
     with client.pipeline(transaction=False) as pipe:
-        for pattern in (f"*{project}", f"towerline:streams:{project}:*"):
+        for pattern in (
+            f"*{project}",
+            f"towerline:streams:{project}:*",
+            f"{SCALE_NS}*:{project}:*",
+        ):
             for key in client.scan_iter(match=pattern, count=5000):
                 pipe.unlink(key)
         pipe.execute()
     client.close()
 
 
-def run_phases(args, conn, bootstrap: str, project: str, data_dir: Path) -> dict:
+def run_phases(args, conn, bootstrap: str, broker_pid: int, project: str, data_dir: Path) -> dict:
     rows, r = synth(args.events, args.users, args.pins, seed=7), {"phase_seconds": {}}
 
     def timed(name: str, fn, *a):
@@ -253,6 +339,9 @@ def run_phases(args, conn, bootstrap: str, project: str, data_dir: Path) -> dict
     r["produce_per_s"] = round(timed("produce", produce_all, bootstrap, "bench", rows))
     r["bare"] = timed("bare", bare_both, bootstrap, "bench", len(rows), args.max_poll_records)
     r["redis"] = timed("redis", worker_rate, args, bootstrap, "bench", redis_store, len(rows))
+    # Before the freshness worker's thread exists: the workers are forked from here.
+    servers = server_pids(broker_pid, args.redis_url)
+    r["processes"] = {f"{k}": timed(f"processes_{k}", processes_rate, args, bootstrap, "bench", project, data_dir, k, len(rows), servers) for k in (1, 2)}  # fmt: skip
     job = {**vars(args), "bootstrap": bootstrap, "topic": "bench-fresh", "project": project, "data_dir": str(data_dir)}  # fmt: skip
     # The freshness worker joins its group while SQLite is measured (a join takes ~3 s).
     with run_worker_in_thread(worker_cfg(args, bootstrap, "bench-fresh"), redis_store) as fresh_w:
@@ -263,15 +352,18 @@ def run_phases(args, conn, bootstrap: str, project: str, data_dir: Path) -> dict
 
 
 def report(args, r: dict) -> dict:
-    """The six headline figures, and the details behind them."""
+    """The eight headline figures, and the details behind them."""
     (redis_rate, redis_d), (sqlite_rate, sqlite_d) = r.pop("redis"), r.pop("sqlite")
-    bare, fresh = r["bare"], r.pop("freshness")
+    bare, fresh, procs = r["bare"], r.pop("freshness"), r.pop("processes")
+    one, two = procs["1"]["events_per_s"], procs["2"]["events_per_s"]
     headline = {"events_per_s_sqlite": round(sqlite_rate), "events_per_s_redis": round(redis_rate),
                 "bare_consumer_events_per_s": bare["plain_per_s"], "freshness_p50_ms": round(fresh["p50_ms"], 1),
-                "freshness_p99_ms": round(fresh["p99_ms"], 1), "feast_push_one_by_one_events_per_s": round(r["push"], 1)}  # fmt: skip
+                "freshness_p99_ms": round(fresh["p99_ms"], 1), "feast_push_one_by_one_events_per_s": round(r["push"], 1),
+                "events_per_s_redis_2_workers": two, "scaling_2_workers": round(two / one, 2)}  # fmt: skip
     details = {"events": args.events, "users": args.users, "pins": args.pins, "redis_vs_bare": round(redis_rate / bare["plain_per_s"], 3),
                "redis_vs_bare_tuned_gc": round(redis_rate / bare["tuned_gc_per_s"], 3), "redis_worker": redis_d,
-               "sqlite_worker": sqlite_d, "freshness": fresh, **r, "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}  # fmt: skip
+               "sqlite_worker": sqlite_d, "freshness": fresh, "processes": procs,
+               "two_workers_vs_bare": round(two / bare["plain_per_s"], 3), "two_workers_vs_thread_worker": round(two / redis_rate, 3), **r, "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}  # fmt: skip
     return {"headline": headline, "details": details}
 
 
@@ -287,7 +379,7 @@ def main(argv: list[str] | None = None) -> None:
         bootstrap, data_dir = broker.bootstrap, Path(tmp) / "feast"
         create_topics(bootstrap, ["bench", "bench-fresh"], partitions=4)
         try:
-            result = run_phases(args, conn, bootstrap, project, data_dir)
+            result = run_phases(args, conn, bootstrap, broker.pid, project, data_dir)
         finally:
             with contextlib.suppress(OSError):
                 conn.send(None)  # a child still waiting for its job exits

@@ -30,8 +30,9 @@ class WorkerConfig:
     # when records arrive (kafka-python's default 500 ms gave p50 latency ~130 ms on a
     # 1k/s stream, 50 ms gave ~20 ms); a real Kafka answers as soon as data is there.
     fetch_max_wait_ms: int = 50
-    # kafka-python checks each record batch's CRC32C in pure Python unless the `crc32c`
-    # wheel is installed: ~14% of the worker's CPU here. Off only if the path is trusted.
+    # kafka-python checks each record batch's CRC32C with the `crc32c` C extension (a
+    # dependency; in pure Python without it: ~14% of the worker's CPU). Off only if the
+    # path is trusted.
     check_crcs: bool = True
     # How long a client waits for the first broker to answer before the worker gives up
     # (kafka-python's default, 30 s, is long for a mistyped address).

@@ -83,13 +83,17 @@ def _ms(hist: SampleHistogram, qs: Iterable[float]) -> dict[str, float | None]:
     return {k: None if v is None else v * 1000 for k, v in hist.percentiles(qs).items()}
 
 
+def record_half_life(store: feast.FeatureStore, cfg: WorkerConfig) -> None:
+    """Readers decay pin_engagement forward with the half-life the workers fold with."""
+    record_tag(store, PIN_ENGAGEMENT, HALF_LIFE_TAG, repr(float(cfg.half_life_s)))
+
+
 @contextlib.contextmanager
 def running_worker(
     cfg: WorkerConfig, store: feast.FeatureStore, clock: Callable[[], float] = time.time
 ) -> Iterator[tuple[StreamWorker, int | None]]:
     """A worker with its state store and /metrics endpoint, closed on exit."""
-    # Readers decay pin_engagement forward with the half-life this worker folds with.
-    record_tag(store, PIN_ENGAGEMENT, HALF_LIFE_TAG, repr(float(cfg.half_life_s)))
+    record_half_life(store, cfg)
     state = open_state_store(store, cfg.state_namespace, cfg.half_life_ms)
     metrics = StreamMetrics(clock)
     try:

@@ -10,12 +10,14 @@ import datetime as dt
 import io
 import random
 import struct
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import fastavro
 import feast
 import pytest
+from kafka import KafkaProducer
 
 from schemas.codec import AvroCodec
 from schemas.registry import SchemaRegistry
@@ -137,3 +139,17 @@ def missing_event_ts() -> bytes:
     body = io.BytesIO()
     fastavro.schemaless_writer(body, partial, {"event_id": "m", "user_id": 1, "pin_id": 2, "action": "CLICK"})  # fmt: skip
     return struct.pack(">bI", 0, 1) + body.getvalue()
+
+
+def trickle(bootstrap: str, topic: str, events: list[Ev], seconds: float) -> None:
+    """Send ``events`` spread over ``seconds``, so the stream is still flowing mid-test."""
+    codec = AvroCodec()
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    chunk = max(1, len(events) // int(seconds * 10))
+    for start in range(0, len(events), chunk):
+        for e in events[start : start + chunk]:
+            key, value = e.encode(codec)
+            producer.send(topic, key=key, value=value)
+        time.sleep(0.1)
+    producer.flush(30)
+    producer.close()

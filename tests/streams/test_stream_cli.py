@@ -12,5 +12,5 @@ def test_help_names_every_knob() -> None:
     result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     for option in ("--group", "--bootstrap-servers", "--online", "--half-life",
-                   "--allowed-lateness", "--future-skew", "--metrics-port"):  # fmt: skip
+                   "--allowed-lateness", "--future-skew", "--metrics-port", "--processes"):  # fmt: skip
         assert option in result.output

@@ -14,6 +14,7 @@ from stream_kit import (
     make_events,
     missing_event_ts,
     reference,
+    trickle,
 )
 
 from schemas.codec import AvroCodec
@@ -167,19 +168,6 @@ def test_workers_joining_and_leaving_mid_stream_lose_and_double_nothing(
     stream.join()
     check(store, events)
     state.close()
-
-
-def trickle(bootstrap: str, topic: str, events: list[Ev], seconds: float) -> None:
-    """Send ``events`` spread over ``seconds``, so the stream is still flowing mid-test."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    chunk = max(1, len(events) // int(seconds * 10))
-    for start in range(0, len(events), chunk):
-        for e in events[start : start + chunk]:
-            key, value = e.encode(CODEC)
-            producer.send(topic, key=key, value=value)
-        time.sleep(0.1)
-    producer.flush(30)
-    producer.close()
 
 
 def test_a_restart_resumes_from_the_state_store_not_from_kafka(

@@ -23,6 +23,14 @@ def stream_run_cmd(
     group: Annotated[
         str, typer.Option(help="Consumer group; workers of one group share the partitions.")
     ],
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes of --group on this host, sharing the topic's partitions"
+            " (more than the partitions sit idle); worker k on --metrics-port + k - 1.",
+        ),
+    ] = 1,
     bootstrap: o.Bootstrap = None,
     run_dir: o.RunDir = None,
     topic: Annotated[str, typer.Option(help="Topic of Avro Engagement records.")] = "engagements",
@@ -72,6 +80,10 @@ def stream_run_cmd(
     than --allowed-lateness or ahead by more than --future-skew, go to the dead-letter
     topic with their reason. Stops cleanly on SIGTERM or Ctrl-C.
 
+    --processes N forks N workers of the group (about one per core: a worker is CPU
+    bound); worker k serves /metrics on --metrics-port + k - 1. When one exits on its own,
+    the others are stopped and the command exits non-zero naming it.
+
     Exits 1 with one line when Kafka or the Redis online store cannot be reached at start,
     or when the topic holds fewer records than were applied from it (recreated topic, new
     broker); 2 when --metrics-port is taken. A state store lost while running is retried
@@ -79,6 +91,7 @@ def stream_run_cmd(
     """
     from streams.config import WorkerConfig
     from streams.runner import run_worker
+    from streams.supervisor import run_workers
     from towerline.core.runtime import tune_gc
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)  # fmt: skip
@@ -100,7 +113,11 @@ def stream_run_cmd(
         metrics_addr=metrics_addr,
         check_crcs=check_crcs,
     )
-    tune_gc()
+    tune_gc()  # before forking: the children share the frozen start-up heap
+    if processes > 1:
+        open_store = partial(o.checked_store, repo, online, redis_url, data_dir, project)
+        run_workers(cfg, open_store, processes, _stop_on_signals(), on_start=_child_started, on_stop=_child_stopped)  # fmt: skip
+        return
     stats = run_worker(cfg, store, _stop_on_signals(), on_start=partial(_started, cfg))
     typer.echo(f"stream worker stopped: {stats}", err=True)
 
@@ -113,11 +130,20 @@ def _stop_on_signals() -> threading.Event:
     return stop
 
 
-def _started(cfg, port: int | None) -> None:
+def _started(cfg, port: int | None, tag: str = "") -> None:
     where = f", metrics on http://{cfg.metrics_addr}:{port}/metrics" if port else ""
     typer.echo(
-        f"stream worker: group {cfg.group_id} on {cfg.topic} @ {cfg.bootstrap}{where}", err=True
+        f"{tag}stream worker: group {cfg.group_id} on {cfg.topic} @ {cfg.bootstrap}{where}",
+        err=True,
     )
+
+
+def _child_started(index: int, cfg, port: int | None) -> None:
+    _started(cfg, port, tag=f"[worker {index + 1}] ")
+
+
+def _child_stopped(index: int, stats) -> None:
+    typer.echo(f"[worker {index + 1}] stream worker stopped: {stats}", err=True)
 
 
 if __name__ == "__main__":
