@@ -3,10 +3,17 @@
 Pipeline (Beam; every element is an Arrow table, never an event)::
 
     Create(partition globs) | ReadAllFromParquetBatched     one row group -> one table
-      | EncodeUsers:  compact + split by hash shard of user_id
-                      GroupByKey(shard)                      a few thousand tables move
-                      EncodeShardFn                          sort, last L, SequenceEncoder
+      | EncodeUsers:  compact + spill by hash shard of user_id   one Arrow IPC file per
+                                                             table, one batch per shard
+                      GroupByKey(shard)                      only file references move
+                      EncodeShardFn                          read its batches back, sort,
+                                                             last L, encoder (fast path)
       | WriteShardFn                                         one Parquet file per shard
+
+The events go through the shuffle on disk (``EncodeSpec.spill``, a directory every worker
+sees, as the staging directory already is): a runner buffers a GroupByKey's whole input in
+memory, which was the day's events, so the job's memory grew with the users. With the
+spill it holds a few thousand references, and each worker one shard at a time.
 
 ``run_encode`` is the edge around it: lock and staging directory, the pipeline, a check
 of the staged rows, the atomic publish of ``dt=DATE/<version>``, and only then the Feast
@@ -31,7 +38,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 
 from batch import encode_ops as ops
 from batch import encode_output as out
-from batch.interrupt import stop_workers_on_interrupt
+from batch.pipeline_run import counter_results, run_to_end
 from model.artifacts import load_encoder
 from model.lake_io import read_pins
 from schemas.lake import LakeError, partition_dir, partitions
@@ -69,10 +76,14 @@ class EncodeSpec:
     event_ms: int  # event_timestamp of every row, ms since the epoch (UTC)
     batch_size: int = 256
     threads: int = 1  # torch intra-op threads per worker
+    # Directory for the shuffled events (``encode_ops.spill_by_shard``); None sends the
+    # tables themselves through the GroupByKey (memory grows with the day).
+    spill: str | None = None
 
 
 class EncodeShardFn(beam.DoFn):
-    """(shard, COMPACT tables) -> (shard, USER_HISTORY_STATE table of its users)."""
+    """(shard, COMPACT tables or their ``SpilledPart``s) -> (shard, USER_HISTORY_STATE
+    table of its users)."""
 
     def __init__(self, spec: EncodeSpec) -> None:
         self.spec = spec
@@ -89,8 +100,8 @@ class EncodeShardFn(beam.DoFn):
         self.pins = read_pins(Path(spec.lake))
 
     def process(self, element: tuple[int, Iterable[pa.Table]]) -> Iterator[tuple[int, pa.Table]]:
-        shard, tables = element
-        parts = list(tables)
+        shard, grouped = element
+        parts = ops.load_parts(grouped)
         states = ops.encode_shard(
             parts,
             self.encoder,
@@ -109,7 +120,8 @@ class EncodeShardFn(beam.DoFn):
 class EncodeUsers(beam.PTransform):
     """PCollection[lake row-group tables] -> PCollection[(shard, state table)].
 
-    No I/O but the worker's one-time model load; ``shards`` sets how many groups the
+    No I/O but the worker's one-time model load and, with ``spec.spill``, the spilled
+    events (written and read back in that directory); ``shards`` sets how many groups the
     users are split into (each is sorted and encoded in one go, so a shard should hold
     thousands of users; more shards than workers keeps both cores busy)."""
 
@@ -120,10 +132,14 @@ class EncodeUsers(beam.PTransform):
         self.spec, self.shards = spec, shards
 
     def expand(self, tables: beam.PCollection) -> beam.PCollection:
-        shards = self.shards
+        shards, spill = self.shards, self.spec.spill
+        if spill is None:
+            split = beam.FlatMap(_compact_and_split, shards)
+        else:
+            split = beam.FlatMap(_compact_and_spill, shards, spill)
         return (
             tables
-            | "CompactAndShard" >> beam.FlatMap(_compact_and_split, shards)
+            | "CompactAndShard" >> split
             | "GroupByShard" >> beam.GroupByKey()
             | "EncodeShard" >> beam.ParDo(EncodeShardFn(self.spec))
         )
@@ -131,6 +147,12 @@ class EncodeUsers(beam.PTransform):
 
 def _compact_and_split(table: pa.Table, shards: int) -> Iterator[tuple[int, pa.Table]]:
     return ops.split_by_shard(ops.compact_events(table), shards)
+
+
+def _compact_and_spill(
+    table: pa.Table, shards: int, spill: str
+) -> Iterator[tuple[int, ops.SpilledPart]]:
+    return ops.spill_by_shard(ops.compact_events(table), shards, spill)
 
 
 class WriteShardFn(beam.DoFn):
@@ -206,15 +228,9 @@ def run_pipeline(
     fail_after: int | None = None,
 ) -> dict[str, int]:
     """Run the pipeline to completion; returns its committed counters (users, events,
-    shards), or no entry for a counter the runner does not report."""
+    shards), or no entry for a counter the runner does not report (the DaskRunner
+    reports none)."""
     p = beam.Pipeline(options=pipeline_options(argv))
     build_pipeline(p, spec, globs, staging, shards, fail_after)
-    with stop_workers_on_interrupt():  # Ctrl-C: kill the worker processes, end at once
-        result = p.run()
-        result.wait_until_finish()
-    counters = result.metrics().query()["counters"]
-    return {
-        c.key.metric.name: int(c.committed or 0)
-        for c in counters
-        if c.key.metric.namespace == COUNTERS
-    }
+    result = run_to_end(p)  # Ctrl-C ends it at once (batch.interrupt)
+    return {c.key.metric.name: int(c.committed or 0) for c in counter_results(result, COUNTERS)}

@@ -7,6 +7,7 @@ Order, and what a failure at each step leaves behind:
 1. lock (DATE, version); repair what a crashed run left (``encode_output.recover``);
    refuse a day another model's states hold (states are keyed by version only)
 2. Beam pipeline -> staging directory          fails: staging deleted, nothing else touched
+   (events shuffled through a spill directory,  deleted when the pipeline ends, either way)
 3. check: every lake event was read (footers),  fails: same
    the staged rows match the counter, one per user
 4. publish ``dt=DATE/<version>`` (rename swap,  the only step that changes the offline table
@@ -115,12 +116,16 @@ def run_encode(
     globs = offsite_globs(Path(cfg.lake), cfg.day, cfg.lookback_days)
     check_inputs(Path(cfg.lake), globs)  # before the lock and staging dirs exist
     paths = out.OutputPaths.of(Path(cfg.lake), cfg.day, spec.version)
+    spec = dataclasses.replace(spec, spill=str(paths.spill))
     start = time.perf_counter()
     with out.exclusive(paths):
         out.recover(paths)
         _refuse_other_models_states(paths, cfg.model_name)
         try:
-            counts = _encode_to_staging(cfg, spec, globs, paths, pipeline_args, log)
+            try:
+                counts = _encode_to_staging(cfg, spec, globs, paths, pipeline_args, log)
+            finally:
+                shutil.rmtree(paths.spill, ignore_errors=True)  # disk: ~25 B an event
             out.verify_events(counts.get("events"), out.source_rows(globs))
             rows = out.verify_staging(paths.staging, counts.get("users"))
             out.write_manifest(paths.staging, _manifest(cfg, spec, rows))
@@ -147,8 +152,9 @@ def run_encode(
         "model_version": spec.version,
         "partitions": len(globs),
         "rows": rows,
-        "events": counts.get("events", 0),
-        "shards": counts.get("shards", 0),
+        # None where the runner reports no counters (the DaskRunner), never a false 0.
+        "events": counts.get("events"),
+        "shards": counts.get("shards"),
         "offline_path": str(paths.final),
         "offline_s": round(offline_s, 3),
         "users_per_s": round(rows / offline_s, 1) if offline_s else None,

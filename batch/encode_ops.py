@@ -5,22 +5,32 @@ elements/s on the DirectRunner, a day of offsite history is ~50M events):
 
 1. ``compact_events``: a row group of the lake -> (user_id, pin_id, action code, ts_ms),
    ~25 bytes a row instead of ~60 (``event_id`` and the action strings never travel).
-2. ``split_by_shard``: that table -> one table per hash shard of user_id, so every
-   event of a user meets in one shard after a GroupByKey.
-3. ``encode_shard``: every table of one shard -> one ``USER_HISTORY_STATE`` table, the
-   last ``max_len`` events of each user run through the ``SequenceEncoder``.
+2. ``spill_by_shard``: that table -> one Arrow IPC file on disk holding one record batch
+   per hash shard of user_id, and a small ``SpilledPart`` reference per shard. Only the
+   references go through the GroupByKey, so the runner never holds the day's events in
+   memory (it buffers a GroupByKey's whole input: ~1.3 GB of events at 1M users x 50,
+   and about as much again while it regroups them). ``split_by_shard`` is the in-memory
+   variant (tables through the shuffle) for a pipeline without a shared directory.
+3. ``encode_shard``: every part of one shard -> one ``USER_HISTORY_STATE`` table, the
+   last ``max_len`` events of each user run through the ``SequenceEncoder``
+   (``model.encode_fast``: same states, about half the CPU time of ``forward``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import uuid
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.ipc as ipc
 import torch
 
+from model.encode_fast import encode_states
 from model.features import build_encoder_inputs, sequence_events
 from model.tables import EventLog, PinTable
 from model.towers import SequenceEncoder
@@ -76,6 +86,53 @@ def split_by_shard(events: pa.Table, shards: int) -> Iterator[tuple[int, pa.Tabl
             yield key, events.take(rows)
 
 
+@dataclasses.dataclass(frozen=True)
+class SpilledPart:
+    """One shard's rows of one input table, waiting on disk for the encode step: record
+    batch ``batch`` of the Arrow IPC file ``path`` (``rows`` rows of ``COMPACT``)."""
+
+    path: str
+    batch: int
+    rows: int
+
+
+def spill_by_shard(
+    events: pa.Table, shards: int, directory: str
+) -> Iterator[tuple[int, SpilledPart]]:
+    """(n, COMPACT) -> one IPC file in ``directory`` (rows grouped by shard, one record
+    batch per non-empty shard) and (shard, its ``SpilledPart``) for each of them.
+
+    The file gets a fresh name: a retried bundle writes a new one and the references of
+    the failed attempt are never emitted (the job deletes the directory at the end)."""
+    if events.num_rows == 0:
+        return
+    shard = shard_of(events["user_id"].to_numpy(), shards)
+    order = np.argsort(shard, kind="stable")
+    counts = np.bincount(shard, minlength=shards)
+    grouped = events.take(order).combine_chunks()
+    batch = pa.record_batch([grouped[name].chunk(0) for name in COMPACT.names], schema=COMPACT)
+    path = str(Path(directory) / f"{uuid.uuid4().hex}.arrow")
+    parts, offset = [], 0
+    with pa.OSFile(path, "wb") as sink, ipc.new_file(sink, COMPACT) as writer:
+        for key in np.flatnonzero(counts):
+            rows = int(counts[key])
+            writer.write_batch(batch.slice(offset, rows))
+            parts.append((int(key), SpilledPart(path, len(parts), rows)))
+            offset += rows
+    yield from parts
+
+
+def load_parts(parts: Iterable[pa.Table | SpilledPart]) -> list[pa.Table]:
+    """A shard's grouped elements -> its COMPACT tables (spilled parts read back)."""
+    tables = []
+    for part in parts:
+        if isinstance(part, SpilledPart):
+            with pa.OSFile(part.path, "rb") as source:
+                part = pa.Table.from_batches([ipc.open_file(source).get_batch(part.batch)])
+        tables.append(part)
+    return tables
+
+
 def sorted_log(tables: Iterable[pa.Table]) -> EventLog:
     """COMPACT tables of one shard, in any order -> ``EventLog`` sorted by (user, ts).
 
@@ -108,7 +165,7 @@ def encode_users(
     for first in range(0, len(order), batch_size):
         rows = order[first : first + batch_size]
         inputs = build_encoder_inputs(events, starts[rows], ends[rows], max_len)
-        hidden[rows] = encoder(**inputs.tensors()).numpy()
+        hidden[rows] = encode_states(encoder, **inputs.tensors()).numpy()
     return users, hidden, lengths.astype(np.int32)
 
 

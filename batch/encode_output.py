@@ -64,6 +64,7 @@ class OutputPaths:
     staging: Path  # <lake>/user_history_state/.staging-dt=DATE-<version>
     retired: Path  # the previous final while it is being replaced
     lock: Path
+    spill: Path  # the pipeline's shuffled events (batch.encode_ops.spill_by_shard)
 
     @classmethod
     def of(cls, lake: Path, day: dt.date, version: str) -> OutputPaths:
@@ -75,6 +76,7 @@ class OutputPaths:
             staging=root / f".staging-{hidden}",
             retired=root / f".retired-{hidden}",
             lock=root / f".lock-{hidden}",
+            spill=root / f".spill-{hidden}",
         )
 
 
@@ -92,15 +94,16 @@ def exclusive(paths: OutputPaths) -> Iterator[None]:
 
 def recover(paths: OutputPaths) -> None:
     """Undo what a crashed run left: restore a final directory caught mid-swap, drop the
-    retired copy of a finished swap, and empty the staging directory."""
+    retired copy of a finished swap, and empty the staging and spill directories."""
     if paths.retired.exists():
         if paths.final.exists():
             shutil.rmtree(paths.retired)
         else:
             paths.final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(paths.retired, paths.final)
-    shutil.rmtree(paths.staging, ignore_errors=True)
-    paths.staging.mkdir(parents=True)
+    for directory in (paths.staging, paths.spill):
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
 
 
 def write_part(staging: Path, shard: int, table: pa.Table) -> Path:

@@ -6,6 +6,7 @@ tiny untrained versions (max_len 12), a private lake copy and Feast store per te
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import sqlite3
@@ -31,8 +32,10 @@ from batch import encode_ops as ops
 from batch import encode_output as out
 from batch.encode import EncodeUsers, offsite_globs, pipeline_options
 from batch.encode_job import EncodeConfig, resolve_spec, run_encode
-from model.artifacts import load_encoder
-from model.features import build_encoder_inputs, sequence_events
+from model.artifacts import TwoTower, load_encoder
+from model.config import ModelConfig
+from model.encode_fast import encode_states, supports_fast_path
+from model.features import EncoderInputs, build_encoder_inputs, sequence_events
 from model.lake_io import Window, read_events, read_pins
 from schemas.lake import LakeError, partitions, read_partition
 from towerline.cli.batch_encode import batch_encode_cmd
@@ -116,10 +119,13 @@ def test_split_by_shard_partitions_rows_and_keeps_users_together(encode_world: P
     assert codes.min() >= 1 and codes.max() <= len(CONVERSION_ACTIONS)
 
 
+@pytest.mark.parametrize("spilled", [False, True], ids=["in_memory_shuffle", "spilled_shuffle"])
 def test_encode_users_transform_matches_the_plain_encoder(
-    encode_world: Path, registry: Path
+    encode_world: Path, registry: Path, tmp_path: Path, spilled: bool
 ) -> None:
     spec = resolve_spec(config(encode_world, registry, version="v1"))
+    if spilled:
+        spec = dataclasses.replace(spec, spill=str(tmp_path))
     tables = [
         pq.read_table(glob[: -len("*.parquet")], columns=ops.EVENT_COLUMNS)
         for glob in offsite_globs(encode_world, END)
@@ -140,6 +146,8 @@ def test_encode_users_transform_matches_the_plain_encoder(
         assert_that(states, matches)
     lengths = [n for _, n in expected.values()]
     assert max(lengths) == spec.max_len and min(lengths) < spec.max_len  # the cut is exercised
+    # The spilled shuffle wrote one file per input table; the in-memory one none.
+    assert len(list(tmp_path.glob("*.arrow"))) == (len(tables) if spilled else 0)
 
 
 def test_encode_writes_one_row_per_user_and_version_offline_and_online(
@@ -352,3 +360,83 @@ def test_a_bad_offsite_file_is_named_before_anything_is_written(
         run_encode(config(lake, registry, version="v1"), IN_MEMORY, store=None)
     assert str(bad) in str(err.value) and err.value.exit_code == 2
     assert not (lake / "user_history_state").exists()  # no lock, no staging, nothing
+
+
+def random_inputs(cfg: ModelConfig, lengths: list[int], width: int, seed: int) -> EncoderInputs:
+    """A right-padded batch of raw lake-like values, padding zeroed as the feature
+    builder leaves it (lengths 0 = users without history)."""
+    rng = np.random.default_rng(seed)
+    b = len(lengths)
+    valid = np.arange(width)[None, :] < np.array(lengths)[:, None]
+    interests = rng.integers(-2, cfg.interest_vocab + 5, (b, width, 3))  # unknown, out of range
+    return EncoderInputs(
+        pin_ids=np.where(valid, rng.integers(0, 10**9, (b, width)), 0),
+        interest_ids=np.where(valid[..., None], interests, 0),
+        interest_conf=np.where(valid[..., None], rng.random((b, width, 3)), 0).astype(np.float32),
+        actions=np.where(valid, rng.integers(0, cfg.num_actions, (b, width)), 0),
+        log_gaps=np.where(valid, rng.random((b, width)) * 8, 0).astype(np.float32),
+        lengths=np.array(lengths, np.int64),
+    )
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_fast_path_states_equal_the_encoders_forward(layers: int) -> None:
+    """model.encode_fast skips the last layer's work after the last event; the states
+    must still be forward's, on padded rows, full rows and empty histories alike."""
+    cfg = ModelConfig(pin_buckets=4096, interest_vocab=50, layers=layers)
+    encoder = TwoTower.build(cfg, seed=layers).encoder.eval()
+    with torch.no_grad():  # larger weights than the init: peaked, not uniform, attention
+        for param in encoder.layers.parameters():
+            param.mul_(3.0)
+        encoder.empty.normal_()
+    assert supports_fast_path(encoder)
+    for width, lengths in [
+        (cfg.max_len, [cfg.max_len, 0, 1, 7, cfg.max_len - 1, 0, 33, 2]),
+        (5, [5, 3, 0, 1]),
+        (1, [1, 0]),
+        (4, [0, 0, 0]),
+    ]:
+        inputs = random_inputs(cfg, lengths, width, seed=width).tensors()
+        with torch.inference_mode():
+            expected = encoder(**inputs)
+        got = encode_states(encoder, **inputs)
+        assert got.shape == expected.shape == (len(lengths), cfg.d_model)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        empty = np.array(lengths) == 0
+        assert torch.equal(got[torch.from_numpy(empty)], encoder.empty.expand(empty.sum(), -1))
+
+
+def test_fast_path_is_refused_for_a_training_encoder() -> None:
+    encoder = TwoTower.build(ModelConfig(pin_buckets=64, interest_vocab=8)).encoder
+    assert not supports_fast_path(encoder.train())
+    assert supports_fast_path(encoder.eval())
+
+
+def test_spill_by_shard_writes_one_file_and_reads_back_the_split(
+    encode_world: Path, tmp_path: Path
+) -> None:
+    table = ops.compact_events(pq.read_table(offsite_globs(encode_world, END)[0][:-9]))
+    spilled = list(ops.spill_by_shard(table, 5, str(tmp_path)))
+    in_memory = list(ops.split_by_shard(table, 5))
+    assert [shard for shard, _ in spilled] == [shard for shard, _ in in_memory]
+    assert len(list(tmp_path.iterdir())) == 1  # one IPC file per input table
+    for (_, part), (_, rows) in zip(spilled, in_memory, strict=True):
+        (back,) = ops.load_parts([part])
+        assert part.rows == back.num_rows and back.equals(rows)
+    assert list(ops.spill_by_shard(table.slice(0, 0), 5, str(tmp_path))) == []
+
+
+def test_published_states_equal_the_plain_forward_and_no_spill_is_left(
+    lake: Path, registry: Path
+) -> None:
+    """The job (spilled shuffle, fast encoder, 2 worker processes) publishes the states
+    that one plain ``SequenceEncoder.forward`` over the model's own reader computes."""
+    run_encode(config(lake, registry, version="v1"), None, store=None)
+    expected = reference_states(lake, registry, "v1", END)
+    rows = offline(lake, END)
+    assert rows["user_id"].to_pylist() == sorted(expected)
+    hidden = np.stack(rows["hidden"].to_numpy(zero_copy_only=False))
+    want = np.stack([expected[u][0] for u in rows["user_id"].to_pylist()])
+    np.testing.assert_allclose(hidden, want, atol=1e-5, rtol=0)
+    assert rows["history_len"].to_pylist() == [expected[u][1] for u in sorted(expected)]
+    assert hidden_files(lake) == [".lock-dt=2025-06-30-v1"]  # the spill directory is gone

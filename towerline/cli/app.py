@@ -313,6 +313,10 @@ def _quiet_libraries() -> None:
     # (Feast, Beam) cannot put them back on the terminal.
     logging.captureWarnings(True)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    # dask.distributed sets up its own loggers from its config at import (INFO lines on the
+    # terminal from the LocalCluster a DaskRunner starts when given no cluster address);
+    # its config reads this variable. A user's own setting wins.
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 
 
 def _say_error(message: str, code: int) -> None:
