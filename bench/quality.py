@@ -34,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a pl
 
 import numpy as np  # noqa: E402
 
+from bench.movielens import _pairs as pairs  # noqa: E402  (KEY=VALUE overrides)
+
 DEFAULT_DATA = Path(".towerline/data/ml-100k")
 HOW_TO_GET = (
     "download https://files.grouplens.org/datasets/movielens/ml-100k.zip from GroupLens and "
@@ -63,18 +65,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE",
                    help="towerline TrainConfig override (ablation), e.g. negatives=mixed")  # fmt: skip
     return p.parse_args(argv)
-
-
-def pairs(values: list[str]) -> dict[str, Any]:
-    """KEY=VALUE strings -> dict, values parsed as JSON when they parse (numbers, bools)."""
-    out: dict[str, Any] = {}
-    for item in values:
-        key, _, raw = item.partition("=")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
 
 
 def log(message: str) -> None:
