@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a pl
 
 import numpy as np  # noqa: E402
 
+from bench.movielens import QUICK_USERS, _subset  # noqa: E402
 from bench.movielens import _pairs as pairs  # noqa: E402  (KEY=VALUE overrides)
 
 DEFAULT_DATA = Path(".towerline/data/ml-100k")
@@ -43,7 +44,6 @@ HOW_TO_GET = (
 )
 WORLD = {"users": 4_000, "pins": 8_000, "days": 30}
 QUICK_WORLD = {"users": 300, "pins": 600, "days": 7}
-QUICK_USERS = 150
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -110,16 +110,6 @@ def _sasrec(lake: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     # The same histories as towerline's encoder gets.
     cutoff = pairs(args.model).get("history_cutoff", ModelConfig().history_cutoff)
     return run_leave_one_out(load_lake(lake), cfg, log=log, history_cutoff=cutoff)
-
-
-def _subset(data: Path, out: Path, users: int) -> Path:
-    """A copy of an ml-100k download holding the ratings of the first ``users`` user ids."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("u.user", "u.item"):
-        shutil.copyfile(data / name, out / name)
-    with (data / "u.data").open() as src, (out / "u.data").open("w") as dst:
-        dst.writelines(line for line in src if int(line.split("\t", 1)[0]) <= users)
-    return out
 
 
 def ml100k(args: argparse.Namespace, work: Path) -> dict[str, Any]:

@@ -212,12 +212,13 @@ class Negatives:
     mode: str  # "in_batch" | "mixed" | "catalogue"
     uniform: int  # S uniform catalogue negatives per batch ("mixed")
     popularity: np.ndarray  # (M,) float64 share of training targets on each catalogue pin
+    columns: np.ndarray  # (n,) int64 catalogue column of each event's pin
 
     @classmethod
     def for_source(cls, source: ExampleSource, mode: str, uniform: int) -> Negatives:
         cols, _ = source.catalog.index_of(source.log.pin)
         counts = np.bincount(cols, minlength=len(source.catalog)).astype(np.float64)
-        return cls(mode, uniform, counts / max(counts.sum(), 1.0))
+        return cls(mode, uniform, counts / max(counts.sum(), 1.0), cols)
 
 
 def catalogue_inputs(catalog: PinTable, cols: np.ndarray | None = None) -> dict[str, Tensor]:
@@ -234,11 +235,11 @@ def _extra_candidates(
     source: ExampleSource, tgt: np.ndarray, negatives: Negatives, rng: np.random.Generator
 ) -> dict[str, object]:
     """The ``TrainBatch`` fields of ``negatives`` for targets ``tgt`` (T,)."""
-    cols, _ = source.catalog.index_of(source.log.pin[tgt])
+    if negatives.mode not in ("catalogue", "mixed"):
+        return {}
+    cols = negatives.columns[tgt]
     if negatives.mode == "catalogue":
         return {"columns": torch.from_numpy(cols)}
-    if negatives.mode != "mixed":
-        return {}
     m, t, s = len(source.catalog), len(tgt), negatives.uniform
     neg = rng.integers(0, m, size=s)
     expected = t * negatives.popularity[np.concatenate([cols, neg])] + s / m
@@ -253,9 +254,9 @@ def pseudo_context(
     source: ExampleSource, tgt: np.ndarray, mode: str, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Subject-pin interests (T, 3) standing in for the request context of targets ``tgt``:
-    "positive" = the positive pin's own interests; "previous" = those of the pin the user
-    converted on just before t (what the related-pins evaluation shows as the subject);
-    "mixed" = either, half and half.
+    "positive" = the positive pin's own interests; "previous" = those of the example's
+    subject pin, by the rule evaluation uses (``ModelConfig.subject_pin``: the newest
+    engagement before t, or the previous conversion); "mixed" = either, half and half.
 
     "previous" is the default: "positive" tells the model the answer's interests, so it
     learns to bet everything on them, and a real subject pin (related to the target, not

@@ -162,7 +162,7 @@ class WeightAverage:
         self.updates = 0
 
     @torch.no_grad()
-    def update(self, model: TwoTower) -> None:
+    def update(self) -> None:
         # Warm-up (as TensorFlow's ExponentialMovingAverage with num_updates): early on the
         # average follows the weights closely, so a short run is not an average of its
         # random initialisation.
@@ -171,7 +171,8 @@ class WeightAverage:
         torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay)
 
     @torch.no_grad()
-    def copy_to(self, model: TwoTower) -> None:
+    def copy_to_model(self) -> None:
+        """Put the averaged weights into the model's parameters."""
         for param, avg in zip(self.params, self.average, strict=True):
             param.copy_(avg)
 
@@ -183,7 +184,7 @@ def _averaged_weights(run: _Run) -> Iterator[None]:
         yield
         return
     live = [p.detach().clone() for p in run.averaged.params]
-    run.averaged.copy_to(run.model)
+    run.averaged.copy_to_model()
     try:
         yield
     finally:
@@ -236,7 +237,7 @@ def _epoch(run: _Run, epoch: int, bar: Progress) -> dict[str, Any]:
         losses.append(train_step(run.model, batch, run.optimizer, temperature, run.catalogue))
         run.scheduler.step()
         if run.averaged is not None:
-            run.averaged.update(run.model)
+            run.averaged.update()
         examples += len(batch.pins)
         bar.update(task, advance=1, loss=float(np.mean(losses[-50:])))
     return {
@@ -274,7 +275,7 @@ def train_model(
     if best is not None:
         run.model.load_state(best)
     elif run.averaged is not None:
-        run.averaged.copy_to(run.model)
+        run.averaged.copy_to_model()
     examples = sum(row["examples"] for row in history)
     seconds = sum(row["seconds"] for row in history)
     return TrainResult(run.model.eval(), history, best_epoch or len(history), examples, seconds)

@@ -91,12 +91,12 @@ def test_weight_average_warms_up_then_lags_the_weights():
     start = first.detach().clone()
     with torch.no_grad():
         first.add_(1.0)
-    average.update(model)  # decay min(0.99, 2 / 11): mostly the new weights already
+    average.update()  # decay min(0.99, 2 / 11): mostly the new weights already
     assert torch.allclose(average.average[0], start + 1.0 - 2 / 11, atol=1e-6)
     for _ in range(2000):
-        average.update(model)
+        average.update()
     assert torch.allclose(average.average[0], first.detach(), atol=1e-5)
     with torch.no_grad():
         first.add_(1.0)
-    average.update(model)  # warmed up: one step moves it by 1 - 0.99 only
+    average.update()  # warmed up: one step moves it by 1 - 0.99 only
     assert torch.allclose(average.average[0], first.detach() - 0.99, atol=1e-5)
