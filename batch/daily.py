@@ -10,6 +10,7 @@ for (D, V, its inputs) already exists and is intact, and skips itself if so:
   rows as its files hold), and the ledger's last run of (batch encode, D, V) a success that
   ended after those files were written: the online write finished too;
 - index: an intact build of V's item tower over that snapshot (``batch.index.find_build``);
+  with ``shards`` > 1, a whole intact set of that many shards (``batch.index_shards``);
 - publish: ``serving.json`` already names that build.
 
 So a rerun of a finished day builds nothing and moves no pointer, and a day killed midway
@@ -30,6 +31,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
+import functools
 import json
 import sys
 import time
@@ -45,6 +47,7 @@ from batch.corpus import CorpusError, resolve_snapshot, run_corpus
 from batch.corpus_steps import CorpusConfig
 from batch.encode_job import EncodeConfig, run_encode
 from batch.index import find_build, run_index, version_facts
+from batch.index_shards import run_sharded_index
 from batch.publish import publish
 from batch.retrain import (
     RetrainConfig,
@@ -94,6 +97,7 @@ class DailyConfig:
     hnsw: HnswParams = dataclasses.field(default_factory=HnswParams)
     calibrate: bool = True
     keep: int = 3
+    shards: int = 1  # > 1: the index is a set of this many pin-id hash shards
     threads: int = -1
     pipeline_args: tuple[str, ...] = ()
     progress: bool = True
@@ -220,7 +224,7 @@ def find_states(cfg: DailyConfig, version: str) -> Result | None:
 
 def find_index(cfg: DailyConfig, version: str, snapshot_id: str, now: dt.datetime) -> Result | None:
     facts, _ = version_facts(Path(cfg.registry), version, cfg.model_name, snapshot_id, now)
-    found = find_build(Path(cfg.indexes), facts, cfg.hnsw, cfg.calibrate)
+    found = find_build(Path(cfg.indexes), facts, cfg.hnsw, cfg.calibrate, cfg.shards)
     return None if found is None else {**found[1], "path": str(found[0]), "reused": True}
 
 
@@ -393,7 +397,10 @@ def run_daily(
 def _index(
     cfg: DailyConfig, version: str, snapshot: Path, args: list[str], now: dt.datetime
 ) -> Result:
-    return run_index(
+    build = (
+        run_index if cfg.shards == 1 else functools.partial(run_sharded_index, shards=cfg.shards)
+    )
+    return build(
         snapshot,
         Path(cfg.registry),
         version,

@@ -45,17 +45,19 @@ from model.registry import verify_version
 from towerline.core.ann import (
     METADATA_FILE,
     SERVING,
+    SHARD,
     AnnError,
     HnswIndex,
     HnswParams,
-    current_dir,
-    list_indexes,
+    IndexSet,
+    current_set,
+    index_sets,
     model_root,
     new_staging,
     publish_index,
     read_metadata,
     read_pointer,
-    verify_index,
+    verify_set,
 )
 from towerline.core.ann.interests import INTERESTS_FILE, PinInterests
 from towerline.core.contracts import DEFAULT_MODEL_NAME, PAD_INTEREST
@@ -276,29 +278,69 @@ def same_build(
 
 
 def find_build(
-    out: Path, facts: dict[str, Any], params: HnswParams, calibrate: bool = True
+    out: Path, facts: dict[str, Any], params: HnswParams, calibrate: bool = True, shards: int = 1
 ) -> tuple[Path, dict[str, Any]] | None:
-    """An intact published build that ``same_build`` takes for ``facts``, or None. The one
+    """An intact published build that ``same_build`` takes for ``facts`` — with ``shards``
+    > 1, a whole set of that many shards, each of which it takes — or None. The one
     ``serving.json`` names comes first, then ``current``, then the newest, so a rerun picks
-    the build already served and changes no pointer."""
+    the build already served and changes no pointer. Returns (its directory, its metadata);
+    for a set, shard 0's with the set's ``num_items``, ``paths`` and ``shards`` added."""
     model_name = facts["model_name"]
     matching = [
-        p for p, m in list_indexes(out, model_name) if same_build(m, facts, params, calibrate)
+        unit
+        for unit in index_sets(out, model_name)
+        if unit.count == shards
+        and all(same_build(_whole(m), facts, params, calibrate) for _, m in unit.builds)
     ]
     serving = (read_pointer(model_root(out, model_name) / SERVING) or {}).get("dir")
-    current = current_dir(out, model_name)
-    first = [p for p in matching if p.name == serving] + [p for p in matching if p == current]
-    for path in dict.fromkeys(first + matching[::-1]):
+    current = current_set(out, model_name)
+    first = [u for u in matching if serving in u.dirs]
+    first += [u for u in matching if current is not None and u.key == current.key]
+    tried: set[str] = set()
+    for unit in first + matching[::-1]:
+        if unit.key in tried:
+            continue
+        tried.add(unit.key)
         try:
-            meta = verify_index(path)
-            if meta.get("pin_interests_file"):
-                interests = path / meta["pin_interests_file"]
-                if sha256_file(interests) != meta["sha256"].get("pin_interests"):
-                    continue  # serving's interest rules would read a damaged file
-            return path, meta
+            metas = verify_set(unit)
+            if any(_interests_damaged(path, meta) for path, meta in zip(unit.paths, metas, strict=True)):  # fmt: skip
+                continue  # serving's interest rules would read a damaged file
+            return unit.paths[0], set_summary(unit, metas)
         except (AnnError, OSError):
             continue  # damaged: never reused, a new build replaces it
     return None
+
+
+def _whole(meta: dict[str, Any]) -> dict[str, Any]:
+    """A shard's metadata as ``same_build`` compares it (its place in the set aside)."""
+    return {k: v for k, v in meta.items() if k != SHARD}
+
+
+def _interests_damaged(path: Path, meta: dict[str, Any]) -> bool:
+    name = meta.get("pin_interests_file")
+    return bool(name) and sha256_file(path / name) != meta["sha256"].get("pin_interests")
+
+
+def set_summary(unit: IndexSet, metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """A build's metadata as the index jobs return it; a set's adds the set's ``num_items``,
+    every shard's directory (``paths``) and per-shard {dir, num_items, ef_search,
+    recall_at_k} (``shards``)."""
+    if not unit.sharded:
+        return metas[0]
+    return {
+        **metas[0],
+        "num_items": metas[0][SHARD]["set_items"],
+        "paths": [str(p) for p in unit.paths],
+        "shards": [
+            {
+                "dir": p.name,
+                "num_items": m["num_items"],
+                "ef_search": m["hnsw"]["ef_search"],
+                "recall_at_k": (m.get("calibration") or {}).get("recall_at_k"),
+            }
+            for p, m in zip(unit.paths, metas, strict=True)
+        ],
+    }
 
 
 def run_index(

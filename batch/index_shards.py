@@ -40,6 +40,8 @@ from batch.index import (
     EmbedItems,
     GatherEmbeddings,
     IndexJobError,
+    find_build,
+    set_summary,
     version_facts,
 )
 from batch.pipeline_run import run_to_end
@@ -47,6 +49,7 @@ from towerline.core.ann import (
     METADATA_FILE,
     SHARD,
     HnswParams,
+    IndexSet,
     new_staging,
     publish_set,
     read_metadata,
@@ -187,20 +190,27 @@ def run_sharded_index(
     threads: int = -1,
     pipeline_args: list[str] | None = None,
     now: dt.datetime | None = None,
+    reuse: bool = False,
     *,
     shards: int,
 ) -> dict[str, Any]:
     """``batch.index.run_index`` as a set of ``shards`` builds (``shards`` >= 2). Returns
     shard 0's metadata with the set's ``num_items``, ``path`` (shard 0), ``paths``,
-    per-shard ``shards`` {dir, num_items, ef_search, recall_at_k}, ``seconds``."""
+    per-shard ``shards`` {dir, num_items, ef_search, recall_at_k}, ``seconds``, ``reused``
+    (with ``reuse``: an intact set ``find_build`` finds is returned as it is)."""
     if shards < 2:
         raise IndexJobError(f"--shards must be >= 2 for a sharded build, got {shards}")
     started, now = time.monotonic(), now or dt.datetime.now(dt.UTC)
     snapshot, manifest = resolve_snapshot(corpus)
     facts, dim = version_facts(registry, version, model_name, manifest["snapshot_id"], now)
+    params = params or HnswParams()
+    found = find_build(out, facts, params, calibrate, shards) if reuse else None
+    if found is not None:
+        seconds = round(time.monotonic() - started, 3)
+        return {**found[1], "path": str(found[0]), "seconds": seconds, "reused": True}
     staging = new_staging(out, model_name)
     try:
-        build = BuildShard(str(staging), params or HnswParams(), threads, facts, shards, calibrate)
+        build = BuildShard(str(staging), params, threads, facts, shards, calibrate)
         pipeline = beam.Pipeline(options=PipelineOptions(pipeline_args or []))
         build_sharded_pipeline(pipeline, snapshot / CORPUS_FILE, registry, build)
         run_to_end(pipeline)  # Ctrl-C ends it at once (batch.interrupt)
@@ -209,20 +219,6 @@ def run_sharded_index(
         finals = publish_set(stagings, out, model_name, keep, now)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # empty after the moves; left by a failure
-    return {
-        **metas[0],
-        "num_items": metas[0][SHARD]["set_items"],
-        "path": str(finals[0]),
-        "paths": [str(p) for p in finals],
-        "shards": [
-            {
-                "dir": p.name,
-                "num_items": m["num_items"],
-                "ef_search": m["hnsw"]["ef_search"],
-                "recall_at_k": m["calibration"]["recall_at_k"],
-            }
-            for p, m in zip(finals, metas, strict=True)
-        ],
-        "seconds": round(time.monotonic() - started, 3),
-        "reused": False,
-    }
+    unit = IndexSet(metas[0][SHARD]["set"], tuple(zip(finals, metas, strict=True)))
+    seconds = round(time.monotonic() - started, 3)
+    return {**set_summary(unit, metas), "path": str(finals[0]), "seconds": seconds, "reused": False}

@@ -25,8 +25,9 @@ from monitoring.model import (
 )
 from towerline.core.ann import SERVING as SERVING_FILE
 from towerline.core.ann import (
+    SHARD,
     AnnError,
-    list_indexes,
+    index_sets,
     model_root,
     read_metadata,
     read_pointer,
@@ -87,7 +88,7 @@ def index_measures(
     served = pointer.get("model_version")
     served_n = version_number(served)
     out = [*_age_measures(root, pointer, now, lake)]
-    builds = [meta for _, meta in list_indexes(indexes, model_name)]
+    builds = [unit.meta for unit in index_sets(indexes, model_name)]  # a set counts once
     built = [n for m in builds if (n := version_number(m.get("model_version"))) is not None]
     out.append(_behind(BEHIND_BUILT, "batch index", served, served_n, max(built, default=None), f"{len(builds)} builds in {root}"))  # fmt: skip
     if registry is None:
@@ -106,7 +107,9 @@ def _age_measures(root: Path, pointer: dict[str, Any], now: dt.datetime, lake: P
         why = f"serving.json names {directory}, which cannot be read: {exc}"
         return [Measure(INDEX, INDEX_AGE, None, job="batch index", note=why), Measure(INDEX, CORPUS_AGE, None, job="batch corpus", note=why)]  # fmt: skip
     built = dt.datetime.fromisoformat(meta["built_at"])
-    age = Measure(INDEX, INDEX_AGE, (now - built).total_seconds(), job="batch index", note=f"{directory} built {built:%Y-%m-%d %H:%M} UTC")  # fmt: skip
+    place = meta.get(SHARD) or {}
+    which = f"{directory} (shard 0 of a set of {place['count']})" if place else directory
+    age = Measure(INDEX, INDEX_AGE, (now - built).total_seconds(), job="batch index", note=f"{which} built {built:%Y-%m-%d %H:%M} UTC")  # fmt: skip
     ends, why = corpus_time(meta.get("corpus_snapshot") or pointer.get("corpus_snapshot"), lake)
     corpus = Measure(INDEX, CORPUS_AGE, None if ends is None else max(0.0, (now - ends).total_seconds()), job="batch corpus", note=why)  # fmt: skip
     return [age, corpus]

@@ -311,3 +311,33 @@ def test_run_index_with_reuse_returns_the_intact_build_and_builds_nothing(
     again = run_index(snapshot_dir, world.registry, "v1", indexes, threads=1, reuse=True)
     assert again["reused"] is True and Path(again["path"]).name == summary["build"]
     assert snapshot(indexes) == before
+
+
+def test_a_sharded_day_publishes_a_whole_set_that_a_rerun_reuses_and_damage_rebuilds(
+    uninterrupted: tuple[World, dict], tmp_path: Path
+) -> None:
+    done, summary = uninterrupted
+    for part in ("lake", "registry", "indexes", "feast"):  # the states online too
+        shutil.copytree(done.root / part, tmp_path / part)
+    shutil.copy(done.ledger, tmp_path / done.ledger.name)  # the day's encode succeeded
+    store = open_store(online="sqlite", project=done.project, data_dir=tmp_path / "feast")
+    world = World(tmp_path, store, done.project)
+    cfg = dataclasses.replace(world.config(), shards=2)
+    sharded = run_daily(cfg, world.store)
+    assert sharded["ran"] == ["index", "publish"] and sharded["skipped"] == ["corpus", "encode"]
+    serving = read_pointer(world.serving)
+    shard_dirs = [s["dir"] for s in serving["shards"]]
+    assert serving["dir"] == sharded["build"] == shard_dirs[0] != summary["build"]
+    places = [read_metadata(world.indexes / "two_tower" / d)["shard"] for d in shard_dirs]
+    assert [(p["index"], p["count"]) for p in places] == [(0, 2), (1, 2)]
+    assert places[0]["set"] == serving["set"] and places[0]["set_items"] > 0
+    # A rerun finds the whole set and moves nothing; a one-index day does not take a shard.
+    before = snapshot(world.indexes)
+    again = run_daily(cfg, world.store)
+    assert again["skipped"] == list(STEPS) and snapshot(world.indexes) == before
+    now = dt.datetime.now(dt.UTC)
+    plain = daily.find_index(world.config(), "v1", summary["snapshot_id"], now)
+    assert plain is not None and Path(plain["path"]).name == summary["build"]
+    # One damaged shard makes the set unusable as a whole: the next day rebuilds it.
+    (world.indexes / "two_tower" / shard_dirs[1] / INDEX_FILE).write_bytes(b"not an index")
+    assert daily.find_index(cfg, "v1", summary["snapshot_id"], now) is None

@@ -17,7 +17,9 @@ from towerline.core.ann import (
     model_root,
     new_staging,
     publish_index,
+    publish_set,
 )
+from towerline.core.ann.sets import shard_facts
 from towerline.core.files import write_json_atomic
 
 NOW = dt.datetime(2025, 7, 1, 12, 0, tzinfo=dt.UTC)
@@ -55,6 +57,25 @@ def build_index(indexes: Path, version: str, built_at: dt.datetime, corpus_day: 
     staging = new_staging(indexes, MODEL)
     index.save(staging)
     return publish_index(staging, indexes, MODEL, keep=3, now=built_at)
+
+
+def build_set(indexes: Path, version: str, built_at: dt.datetime, corpus_day: dt.date, count: int) -> Path:  # fmt: skip
+    """``count`` real shards of one set of ``version`` published together; returns shard 0."""
+    rng = np.random.default_rng(int(version[1:]))
+    facts = {
+        "model_name": MODEL,
+        "model_version": version,
+        "built_at": built_at.isoformat(),
+        "corpus_snapshot": f"corpus-{corpus_day:%Y%m%d}-0123456789",
+        "sha256": {"item_tower": "0" * 64},
+    }
+    stagings = []
+    for i in range(count):
+        meta = shard_facts(facts, i, count, set_items=20 * count)
+        index = HnswIndex.build(np.arange(20) + 20 * i, rng.normal(size=(20, 8)), HnswParams(M=4, ef_construction=20), 1, meta)  # fmt: skip
+        stagings.append(new_staging(indexes, MODEL))
+        index.save(stagings[-1])
+    return publish_set(stagings, indexes, MODEL, keep=3, now=built_at)[0]
 
 
 def serve_pointer(indexes: Path, build: Path, published_at: dt.datetime) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from monitor_kit import HOUR, NOW, build_index, register, serve_pointer
+from monitor_kit import HOUR, NOW, build_index, build_set, register, serve_pointer
 
 from monitoring.collect import Sources, collect
 from monitoring.model import (
@@ -73,3 +73,14 @@ def test_served_version_without_states_for_the_latest_partition(tmp_path: Path) 
     (lake / "user_history_state" / "dt=2025-06-30" / "v1" / "part-0.parquet").write_bytes(b"PAR1")
     snapshot = collect(Sources(indexes=indexes, lake=lake), clock=lambda: NOW)
     assert [m.value for m in snapshot.measures if m.measure == SERVED_HAS_LATEST] == [1.0]
+
+
+def test_a_served_set_of_shards_counts_as_one_build_and_is_named(tmp_path: Path) -> None:
+    indexes = tmp_path / "indexes"
+    built = NOW - 2 * HOUR
+    shard0 = build_set(indexes, "v1", built, dt.date(2025, 6, 30), count=3)
+    serve_pointer(indexes, shard0, built)
+    by = _by(collect(Sources(indexes=indexes), clock=lambda: NOW))
+    assert by[INDEX_AGE].value == 2 * 3600
+    assert "shard 0 of a set of 3" in by[INDEX_AGE].note
+    assert by[BEHIND_BUILT].value == 0 and "1 builds" in by[BEHIND_BUILT].note

@@ -97,14 +97,7 @@ def batch_index_cmd(
     ] = None,
     keep: Annotated[int, typer.Option(min=1, help="Builds kept per model; older are deleted.")] = 3,
     threads: Annotated[int, typer.Option(help="hnswlib build threads; -1 = all cores.")] = -1,
-    shards: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Split the index into S shards by pin-id hash, one set published and served "
-            "whole (queried shard by shard, merged by score); 1 = one index.",
-        ),
-    ] = 1,
+    shards: o.IndexShards = 1,
     model_name: o.ModelName = o.DEFAULT_MODEL_NAME,
     pipeline_args: o.PipelineArgs = None,
     ledger_path: o.Ledger = o.DEFAULT_LEDGER,

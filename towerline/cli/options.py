@@ -138,6 +138,15 @@ HalfLife = Annotated[
         "(e.g. 12h, 1d, 7d).",
     ),
 ]
+IndexShards = Annotated[
+    int,
+    typer.Option(
+        "--shards",
+        min=1,
+        help="Split the index into S shards by pin-id hash, one set published and served "
+        "whole (queried shard by shard, merged by score); 1 = one index.",
+    ),
+]
 Repo = Annotated[Path, typer.Option(help="The Feast repository.")]
 Online = Annotated[
     str | None,

@@ -112,6 +112,7 @@ def retrain_cmd(
         int, typer.Option(min=1, help="Pins kept in the corpus snapshot.")
     ] = 1_000_000,
     threads: Annotated[int, typer.Option(help="hnswlib build threads; -1 = all cores.")] = -1,
+    shards: o.IndexShards = 1,
     repo: o.Repo = o.REPO_DEFAULT,
     online: o.Online = None,
     redis_url: o.RedisUrl = None,
@@ -156,6 +157,7 @@ def retrain_cmd(
         half_life_days=o.parse_duration(half_life, "--half-life") / 86_400,
         top_m=top_m,
         threads=threads,
+        shards=shards,
         pipeline_args=tuple(pipeline_args or ()),
         progress=progress,
         retrain=options,
