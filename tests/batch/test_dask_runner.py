@@ -1,4 +1,4 @@
-"""`batch encode`, `batch corpus` and `batch index` on Beam's DaskRunner, on a real
+"""`batch encode`, `batch corpus` and `batch index` (one index and a set of shards) on Beam's DaskRunner, on a real
 ``dask.distributed`` cluster (a ``LocalCluster`` of 2 worker processes on loopback): each
 job's published output equals the DirectRunner's for the same input, row for row.
 
@@ -25,6 +25,7 @@ from batch.corpus import CORPUS_FILE, MAP_FILE, run_corpus
 from batch.corpus_steps import CorpusConfig
 from batch.encode_job import EncodeConfig, run_encode
 from batch.index import run_index
+from batch.index_shards import run_sharded_index
 from tests.batch.conftest import END
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # no short name in Beam 2.77
@@ -33,7 +34,7 @@ DIRECT = ["--runner=DirectRunner", "--direct_num_workers=1", "--direct_running_m
 NOW = dt.datetime(2025, 7, 1, 6, tzinfo=dt.UTC)  # build time of both index runs
 CORPUS_CFG = CorpusConfig(END, half_life_days=7.0, shards=4)
 # Every job module a worker must import to run these pipelines' DoFns.
-JOB_MODULES = ("batch.encode", "batch.corpus_steps", "batch.index")
+JOB_MODULES = ("batch.encode", "batch.corpus_steps", "batch.index", "batch.index_shards")
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +155,32 @@ def test_index_on_dask_equals_direct(
     assert dask["sha256"]["index"] == direct["sha256"]["index"]
     workers = job_modules_on_workers(dask_cluster)
     assert any("batch.index" in found for found in workers.values())
+
+
+def test_sharded_index_on_dask_equals_direct(
+    tmp_path: Path,
+    encode_registry: Path,
+    direct_snapshot: Path,
+    dask_cluster: distributed.LocalCluster,
+    dask_args: list[str],
+) -> None:
+    built = {}
+    for name, args in (("direct", DIRECT), ("dask", dask_args)):
+        built[name] = run_sharded_index(
+            direct_snapshot, encode_registry, "v1", tmp_path / name, threads=1,
+            pipeline_args=args, now=NOW, shards=3,
+        )  # fmt: skip
+
+    dask, direct = built["dask"], built["direct"]
+    assert dask["num_items"] == pq.read_metadata(direct_snapshot / CORPUS_FILE).num_rows
+    assert [s["num_items"] for s in dask["shards"]] == [s["num_items"] for s in direct["shards"]]
+    for dask_dir, direct_dir in zip(dask["paths"], direct["paths"], strict=True):
+        # Each shard: the same pins, vectors and graph (sha256 of index.bin), the same facts.
+        assert Path(dask_dir).name == Path(direct_dir).name
+        dask_meta, direct_meta = (json.loads((Path(d) / "metadata.json").read_text()) for d in (dask_dir, direct_dir))  # fmt: skip
+        assert dask_meta == direct_meta
+    workers = job_modules_on_workers(dask_cluster)
+    assert any("batch.index_shards" in found for found in workers.values())
 
 
 def _rows(table: pa.Table, key: str) -> list[dict]:
