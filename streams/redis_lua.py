@@ -8,7 +8,10 @@ first), the pin row's 6 Feast fields.
 
 A blob is a run of records ``<I4 count> <count x I4 lengths> <strings>``:
 users ``(state key, state, Feast key, U Feast values)``, pins ``(state key, Feast key,
-5 doubles: delta counts, delta ref_ms)``. The script is unrolled for its record widths:
+5 doubles: delta counts, delta ref_ms, the Feast ``_ts`` and ``last_event_ts_ms`` values of
+ref_ms)``: the batch's pins are usually the newest, so the row's time fields come encoded
+from the worker and Redis encodes them itself only for a pin whose stored time is newer
+(varints in Lua cost Redis, the one process every worker shares, ~2 µs a pin). The script is unrolled for its record widths:
 Redis's Lua spends ~10 µs a record building tables for a generic parser, ~1 µs here.
 
 Order: compare-and-set every partition (read only), walk both blobs to check their
@@ -73,20 +76,23 @@ end
 _PINS = r"""
 pos = 1
 while pos <= #pins do
-  local c, l1, l2, l3, p = unpack('<I4I4I4I4', pins, pos)
+  local c, l1, l2, l3, l4, l5, p = unpack('<I4I4I4I4I4I4', pins, pos)
   local sk = sub(pins, p, p + l1 - 1); p = p + l1
   local fk = sub(pins, p, p + l2 - 1); p = p + l2
-  local d0, d1, d2, d3, dref = unpack('<ddddd', pins, p)
+  local d0, d1, d2, d3, dref = unpack('<ddddd', pins, p); p = p + 40
+  local dts = sub(pins, p, p + l4 - 1); p = p + l4
+  local dint = sub(pins, p, p + l5 - 1); p = p + l5
   local v0, v1, v2, v3, ref = 0, 0, 0, 0, dref
   local cur = call('GET', sk)
   if cur then v0, v1, v2, v3, ref = unpack('<ddddd', cur) end
   local t = math.max(ref, dref)
   local fa, fb = 2 ^ ((ref - t) / half_life), 2 ^ ((dref - t) / half_life)
   v0, v1, v2, v3 = v0 * fa + d0 * fb, v1 * fa + d1 * fb, v2 * fa + d2 * fb, v3 * fa + d3 * fb
+  if t ~= dref then dts, dint = ts_proto(t), '\32' .. varint(t) end  -- \32: Value.int64_val
   call('SET', sk, struct.pack('<ddddd', v0, v1, v2, v3, t))
-  call('HSET', fk, pf[1], ts_proto(t), pf[2], dbl(v0), pf[3], dbl(v1), pf[4], dbl(v2),
-       pf[5], dbl(v3), pf[6], '\32' .. varint(t))  -- \32: Value.int64_val
-  pos = p + 40
+  call('HSET', fk, pf[1], dts, pf[2], dbl(v0), pf[3], dbl(v1), pf[4], dbl(v2),
+       pf[5], dbl(v3), pf[6], dint)
+  pos = p
 end
 for i = 0, nparts - 1 do
   local field, newest = ARGV[4 + 4 * i], ARGV[7 + 4 * i]
@@ -128,7 +134,7 @@ def apply_script(user_values: int) -> str:
         (
             _fill(_PRELUDE, U=user_values),
             _check("users", k),
-            _check("pins", 3, "or l3 ~= 40"),
+            _check("pins", 5, "or l3 ~= 40"),
             users,
             _PINS,
         )

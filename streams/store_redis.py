@@ -27,7 +27,7 @@ from streams.update import BatchUpdate
 from towerline.core.stream_progress import NO_EVENT, StateNames, partition_field
 
 _PIN = struct.Struct("<ddddd")
-_PIN_HEAD = struct.Struct("<4I")  # record framing: count, then one length per string
+_PIN_HEAD = struct.Struct("<6I")  # record framing: count, then one length per string
 _FOUND = struct.Struct("<II")  # a found user in LOAD_SCRIPT's reply: index, length
 
 
@@ -147,8 +147,10 @@ class RedisStateStore:
                 f"{prefix}{pin_id}".encode(),
                 entity_key(pin_id) + project,
                 _PIN.pack(*delta.values, float(delta.ref_ms)),
+                timestamp_bytes(delta.ref_ms),
+                int64_value_bytes(delta.ref_ms),
             )
-            parts.append(head(3, *map(len, items)))
+            parts.append(head(5, *map(len, items)))
             parts += items
         return b"".join(parts)
 

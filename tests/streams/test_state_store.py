@@ -88,14 +88,29 @@ def test_compare_and_set_refuses_a_stale_batch_and_writes_nothing(online: str, f
 
 
 def test_pin_deltas_merge_in_the_store(online: str, feast_store) -> None:
-    state = open_state_store(feast_store(online), NAMESPACE, H)
+    store = feast_store(online)
+    state = open_state_store(store, NAMESPACE, H)
     late = decay.Decayed((0.0, 4.0, 0.0, 0.0), T - 3_600_000)  # one half-life older
+    newer = decay.Decayed((1.0, 0.0, 0.0, 0.0), T + 3_600_000)  # one half-life newer
     assert state.commit("t", update(NO_OFFSET, 1, users={})) is None
     assert state.commit("t", update(1, 2, users={}, pins={1: late})) is None
     [got] = state.load_pins([1]).values()
     assert got.ref_ms == T
     assert got.values == pytest.approx((1.0, 0.5 + 2.0, 0.0, 2.25), rel=1e-12)
+    assert pin_row_times(store, 1) == (T, T // 1000)  # a late delta leaves the row's time as it was
+    assert state.commit("t", update(2, 3, users={}, pins={1: newer})) is None
+    [got] = state.load_pins([1]).values()
+    assert got.ref_ms == T + 3_600_000
+    assert got.values == pytest.approx((0.5 + 1.0, 1.25, 0.0, 1.125), rel=1e-12)
+    assert pin_row_times(store, 1) == (T + 3_600_000, (T + 3_600_000) // 1000)
     state.close()
+
+
+def pin_row_times(store: feast.FeatureStore, pin_id: int) -> tuple[int, int]:
+    """The pin row's last_event_ts_ms and its Feast event time (whole seconds), via Feast."""
+    got = store.get_online_features(["pin_engagement:last_event_ts_ms"], [{"pin_id": pin_id}])
+    row = got.to_dict(include_event_timestamps=True)
+    return row["last_event_ts_ms"][0], row["last_event_ts_ms__ts"][0]
 
 
 def progress(store: feast.FeatureStore, topic: str = "t") -> dict[int, tuple]:
