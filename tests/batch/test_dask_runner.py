@@ -8,6 +8,7 @@ The jobs run unchanged; only their pipeline options differ (what a user passes a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import shutil
@@ -138,15 +139,7 @@ def test_index_on_dask_equals_direct(
     dask_cluster: distributed.LocalCluster,
     dask_args: list[str],
 ) -> None:
-    built = {}
-    for name, args in (("direct", DIRECT), ("dask", dask_args)):
-        # One hnswlib thread: the same vectors in the same order give the same graph.
-        built[name] = run_index(
-            direct_snapshot, encode_registry, "v1", tmp_path / name, threads=1,
-            pipeline_args=args, now=NOW,
-        )  # fmt: skip
-
-    dask, direct = built["dask"], built["direct"]
+    direct, dask = build_on_both(run_index, direct_snapshot, encode_registry, tmp_path, dask_args)
     assert dask["num_items"] == pq.read_metadata(direct_snapshot / CORPUS_FILE).num_rows
     # index.bin holds every pin's vector and the graph: equal sha256, equal index; the same
     # for the pins' interests, the calibration and every other fact of the build.
@@ -164,14 +157,8 @@ def test_sharded_index_on_dask_equals_direct(
     dask_cluster: distributed.LocalCluster,
     dask_args: list[str],
 ) -> None:
-    built = {}
-    for name, args in (("direct", DIRECT), ("dask", dask_args)):
-        built[name] = run_sharded_index(
-            direct_snapshot, encode_registry, "v1", tmp_path / name, threads=1,
-            pipeline_args=args, now=NOW, shards=3,
-        )  # fmt: skip
-
-    dask, direct = built["dask"], built["direct"]
+    sharded = functools.partial(run_sharded_index, shards=3)
+    direct, dask = build_on_both(sharded, direct_snapshot, encode_registry, tmp_path, dask_args)
     assert dask["num_items"] == pq.read_metadata(direct_snapshot / CORPUS_FILE).num_rows
     assert [s["num_items"] for s in dask["shards"]] == [s["num_items"] for s in direct["shards"]]
     for dask_dir, direct_dir in zip(dask["paths"], direct["paths"], strict=True):
@@ -181,6 +168,15 @@ def test_sharded_index_on_dask_equals_direct(
         assert dask_meta == direct_meta
     workers = job_modules_on_workers(dask_cluster)
     assert any("batch.index_shards" in found for found in workers.values())
+
+
+def build_on_both(build, snapshot: Path, registry: Path, out: Path, dask_args: list[str]) -> tuple[dict, dict]:  # fmt: skip
+    """``build`` (an index job) of v1 over ``snapshot``, on the DirectRunner then on Dask.
+    One hnswlib thread: the same vectors in the same order give the same graph."""
+    return tuple(
+        build(snapshot, registry, "v1", out / name, threads=1, pipeline_args=args, now=NOW)
+        for name, args in (("direct", DIRECT), ("dask", dask_args))
+    )
 
 
 def _rows(table: pa.Table, key: str) -> list[dict]:
