@@ -8,6 +8,7 @@ run its reconnect messages are the only trace of a broker outage.
 
 import contextlib
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -31,13 +32,27 @@ def connect(client: Callable[..., T], timeout_ms: int, **kwargs) -> T:
         ) from None
 
 
+# Clients open on several threads at once (a worker's consumer, its dead-letter producer,
+# other workers in one process): the first to enter quiets the logger and the last to leave
+# restores it. Saving and restoring per call would let overlapping calls leave it quiet.
+_QUIET_LOCK = threading.Lock()
+_quiet_depth: dict[str, int] = {}
+_quiet_saved: dict[str, int] = {}
+
+
 @contextlib.contextmanager
 def _quiet(name: str) -> Iterator[None]:
     """Raise the level of logger ``name`` (process-wide) to CRITICAL for the block."""
     logger = logging.getLogger(name)
-    before = logger.level
-    logger.setLevel(logging.CRITICAL)
+    with _QUIET_LOCK:
+        if not _quiet_depth.get(name):
+            _quiet_saved[name] = logger.level
+            logger.setLevel(logging.CRITICAL)
+        _quiet_depth[name] = _quiet_depth.get(name, 0) + 1
     try:
         yield
     finally:
-        logger.setLevel(before)
+        with _QUIET_LOCK:
+            _quiet_depth[name] -= 1
+            if not _quiet_depth[name]:
+                logger.setLevel(_quiet_saved.pop(name))
