@@ -37,7 +37,6 @@ from tests.cli.cli_kit import (
     assert_user_error,
     child_env,
     snapshot,
-    towerline,
     towerline_here,
 )
 from towerline.core import ledger
@@ -292,7 +291,7 @@ def test_a_damaged_build_is_never_reused(uninterrupted: tuple[World, dict], tmp_
 def test_nothing_published_yet_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(DailyError, match="nothing is published yet"):
         daily.live_version(None, tmp_path / SERVING)
-    ran = towerline(
+    ran = towerline_here(  # in process: the CLI's error path is the one every command shares
         "daily", "--date", END.isoformat(), "--lake", tmp_path / "lake",
         "--registry", tmp_path / "registry", "--indexes", tmp_path / "indexes",
         "--ledger", tmp_path / "ledger.jsonl",
