@@ -31,7 +31,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
-import functools
 import json
 import sys
 import time
@@ -46,8 +45,8 @@ from batch import encode_output as out
 from batch.corpus import CorpusError, resolve_snapshot, run_corpus
 from batch.corpus_steps import CorpusConfig
 from batch.encode_job import EncodeConfig, run_encode
-from batch.index import find_build, run_index, version_facts
-from batch.index_shards import run_sharded_index
+from batch.index import find_build, version_facts
+from batch.index_shards import index_job
 from batch.publish import publish
 from batch.retrain import (
     RetrainConfig,
@@ -397,10 +396,7 @@ def run_daily(
 def _index(
     cfg: DailyConfig, version: str, snapshot: Path, args: list[str], now: dt.datetime
 ) -> Result:
-    build = (
-        run_index if cfg.shards == 1 else functools.partial(run_sharded_index, shards=cfg.shards)
-    )
-    return build(
+    return index_job(cfg.shards)(
         snapshot,
         Path(cfg.registry),
         version,

@@ -264,14 +264,14 @@ def same_build(
 ) -> bool:
     """Whether the build ``meta`` is what building ``facts`` (``version_facts``) with
     ``params`` would make: same model, version, item tower, corpus snapshot and graph. The
-    query beam counts only when it is not calibrated (calibration picks it from the data)."""
+    query beam counts only when it is not calibrated (calibration picks it from the data).
+    A shard's place in its set is not compared: ``find_build`` matches the set's size."""
     graph = params.to_json()
     if calibrate:
         graph.pop("ef_search")
     built = meta.get("hnsw") or {}
     return (
-        "shard" not in meta  # one shard of a set is never a whole build
-        and all(meta.get(k) == facts[k] for k in ("model_name", "model_version", "corpus_snapshot"))
+        all(meta.get(k) == facts[k] for k in ("model_name", "model_version", "corpus_snapshot"))
         and (meta.get("sha256") or {}).get("item_tower") == facts["sha256"]["item_tower"]
         and all(built.get(k) == v for k, v in graph.items())
     )
@@ -290,17 +290,14 @@ def find_build(
         unit
         for unit in index_sets(out, model_name)
         if unit.count == shards
-        and all(same_build(_whole(m), facts, params, calibrate) for _, m in unit.builds)
+        and all(same_build(m, facts, params, calibrate) for _, m in unit.builds)
     ]
     serving = (read_pointer(model_root(out, model_name) / SERVING) or {}).get("dir")
     current = current_set(out, model_name)
     first = [u for u in matching if serving in u.dirs]
     first += [u for u in matching if current is not None and u.key == current.key]
-    tried: set[str] = set()
-    for unit in first + matching[::-1]:
-        if unit.key in tried:
-            continue
-        tried.add(unit.key)
+    by_key = {unit.key: unit for unit in matching}
+    for unit in map(by_key.get, dict.fromkeys(u.key for u in first + matching[::-1])):
         try:
             metas = verify_set(unit)
             if any(_interests_damaged(path, meta) for path, meta in zip(unit.paths, metas, strict=True)):  # fmt: skip
@@ -309,11 +306,6 @@ def find_build(
         except (AnnError, OSError):
             continue  # damaged: never reused, a new build replaces it
     return None
-
-
-def _whole(meta: dict[str, Any]) -> dict[str, Any]:
-    """A shard's metadata as ``same_build`` compares it (its place in the set aside)."""
-    return {k: v for k, v in meta.items() if k != SHARD}
 
 
 def _interests_damaged(path: Path, meta: dict[str, Any]) -> bool:

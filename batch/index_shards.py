@@ -19,9 +19,10 @@ directories into the store and flips ``current`` to the set (``publish_set``).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from batch.index import (
     GatherEmbeddings,
     IndexJobError,
     find_build,
+    run_index,
     set_summary,
     version_facts,
 )
@@ -176,6 +178,11 @@ def save_shard_interests(
     }
     write_json_atomic(staging / METADATA_FILE, meta)
     return meta
+
+
+def index_job(shards: int) -> Callable[..., dict[str, Any]]:
+    """The job ``batch index --shards`` runs: ``run_index`` for 1, else a set of ``shards``."""
+    return run_index if shards == 1 else functools.partial(run_sharded_index, shards=shards)
 
 
 def run_sharded_index(

@@ -200,7 +200,7 @@ def test_a_day_killed_after_encode_resumes_there_and_ends_as_an_uninterrupted_ru
 ) -> None:
     world = copy_world(base, tmp_path)
     serving_before = world.serving.read_bytes()
-    real_index, calls = daily.run_index, []
+    real_index, calls = run_index, []
 
     def dies_once(*args, **kwargs):
         calls.append(1)
@@ -208,7 +208,7 @@ def test_a_day_killed_after_encode_resumes_there_and_ends_as_an_uninterrupted_ru
             raise RuntimeError("killed after the encode step")
         return real_index(*args, **kwargs)
 
-    monkeypatch.setattr(daily, "run_index", dies_once)
+    monkeypatch.setattr(daily, "index_job", lambda shards: dies_once)
     with pytest.raises(RuntimeError, match="killed"):
         run_daily(world.config(), world.store)
     assert world.serving.read_bytes() == serving_before

@@ -10,7 +10,6 @@ rollback`` (which moves no served pointer) records its run in the ledger, failur
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -105,8 +104,7 @@ def batch_index_cmd(
     """Embed the corpus with the item tower of VERSION, build an inner-product HNSW index,
     publish it atomically under INDEXES/<model-name>/<version>-<built_at>/ and flip `current`
     (with --shards S: S indexes <version>-<built_at>-shard<i>of<S>/ of one set)."""
-    from batch.index import run_index
-    from batch.index_shards import run_sharded_index
+    from batch.index_shards import index_job
     from towerline.core.ann import HnswParams
 
     params = HnswParams(M=m, ef_construction=ef_construction, ef_search=ef_search or 100)
@@ -114,8 +112,7 @@ def batch_index_cmd(
     with ledger.Run(
         ledger_path, "batch index", model_name=model_name, model_version=requested
     ) as run:
-        build = run_index if shards == 1 else functools.partial(run_sharded_index, shards=shards)
-        result = build(
+        result = index_job(shards)(
             corpus,
             registry,
             version,
