@@ -23,11 +23,13 @@ class Decayed(NamedTuple):
     ref_ms: int
 
 
+_new = tuple.__new__  # skips NamedTuple's Python-level __new__ (per event)
+_UNITS = [tuple(1.0 if i == a else 0.0 for i in range(ACTIONS)) for a in range(ACTIONS)]
+
+
 def unit(action: int, ts_ms: int) -> Decayed:
     """One event of ``action`` at ``ts_ms``."""
-    values = [0.0] * ACTIONS
-    values[action] = 1.0
-    return Decayed((values[0], values[1], values[2], values[3]), ts_ms)
+    return _new(Decayed, (_UNITS[action], ts_ms))
 
 
 def merge(a: Decayed | None, b: Decayed | None, half_life_ms: float) -> Decayed | None:

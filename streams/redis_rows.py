@@ -18,10 +18,18 @@ from streams.sequence import Entry, Seq
 _VERSION = 2
 _HEAD = struct.Struct("<BHIII")
 _new = tuple.__new__
+_ACTION_BYTE = [bytes((a,)) for a in range(len(ACTION_ENTRIES))]
+_ONE_NAME = [STRING_LIST_TAG + varint(len(name)) + name for name in ACTION_ENTRIES]
 
 
 def encode_user(seq: Seq, updated: bytes) -> tuple[bytes, list[bytes]]:
     """(state blob, Feast values in ``USER_FEATURES`` order); ``updated`` is pre-encoded."""
+    if len(seq) == 1:
+        return _encode_one(seq[0], updated)
+    return _encode_many(seq, updated)
+
+
+def _encode_many(seq: Seq, updated: bytes) -> tuple[bytes, list[bytes]]:
     times, ids, pins, actions = zip(*seq, strict=True)
     ts_list = Int64List(val=times).SerializeToString()
     pin_list = Int64List(val=pins).SerializeToString()
@@ -50,6 +58,35 @@ def encode_user(seq: Seq, updated: bytes) -> tuple[bytes, list[bytes]]:
         updated,
     ]
     return state, values
+
+
+_ONE_ID = struct.Struct("<H")
+
+
+def _encode_one(entry: Entry, updated: bytes) -> tuple[bytes, list[bytes]]:
+    """``encode_user`` of a one-entry sequence, byte for byte: most users a batch touches
+    are new to the worker's cache (a user engages rarely), and this path skips the
+    transposing and the per-call struct formats."""
+    ts_ms, event_id, pin_id, action = entry
+    ts_list = Int64List(val=(ts_ms,)).SerializeToString()
+    pin_list = Int64List(val=(pin_id,)).SerializeToString()
+    raw = event_id.encode()
+    state = b"".join(
+        (
+            _HEAD.pack(_VERSION, 1, len(ts_list), len(pin_list), len(raw)),
+            ts_list,
+            pin_list,
+            _ACTION_BYTE[action],
+            _ONE_ID.pack(len(raw)),
+            raw,
+        )
+    )
+    return state, [
+        INT64_LIST_TAG + varint(len(pin_list)) + pin_list,
+        INT64_LIST_TAG + varint(len(ts_list)) + ts_list,
+        _ONE_NAME[action],
+        updated,
+    ]
 
 
 def decode_user(blob: bytes) -> Seq:

@@ -9,7 +9,7 @@ from stream_kit import ACTIONS, Ev, reference
 
 from streams import decay, sequence
 from streams.events import Event
-from streams.redis_rows import decode_user, encode_user
+from streams.redis_rows import _encode_many, decode_user, encode_user
 from streams.sequence import Entry
 from streams.update import OffsetMove, build_update
 
@@ -57,6 +57,12 @@ def test_encode_decode_round_trip(items: list) -> None:
     if seq:  # Redis's state, built with the Feast row (ids may be non-ASCII)
         state, values = encode_user(seq, b"\x20\x01")
         assert decode_user(state) == seq and values[-1] == b"\x20\x01"
+
+
+@given(st.integers(0, 10**13), st.text(max_size=12), st.integers(0, 2**62), st.integers(0, 3))
+def test_one_entry_fast_path_writes_the_same_bytes(ts: int, eid: str, pin: int, action: int):
+    seq = (Entry(ts, eid, pin, action),)
+    assert encode_user(seq, b"\x20\x01") == _encode_many(seq, b"\x20\x01")
 
 
 @settings(max_examples=60, deadline=None)
