@@ -7,15 +7,19 @@ Own dev broker (4 partitions); Redis on 127.0.0.1:6379 (own Feast project, delet
 Workload: ``--users`` users drawn uniformly (nearly every event of a batch is another user:
 one sequence row per event, the worst case), ``--pins`` pins Zipf(1.1); event_ts = now.
 1. produce N events; 2. a bare kafka-python consumer group decodes them with the Avro codec
-(headline: Python's default GC; details: also with the worker's ``tune_gc``); 3./4. one
-worker (a thread, as in ``towerline stream run``) applies them into Redis, then SQLite (on
-the first 30%), events/s from its first batch on; 5. a forked process produces at a steady
-``--rate`` and polls ``get_online_features`` for marked events: produce time → visible;
-6. the same updates through ``FeatureStore.push``, one event (user row + pin row) per call;
-7. scaling: the same events applied again (fresh state namespaces, fresh groups) by 1 and by
-2 forked worker processes (``towerline stream run --processes N``), measured the same way for
-both (the state store's applied offsets, polled from here, from the moment every partition
-has moved: a group that joined in two rounds shows as a late ``all_partitions_after_s``).
+(headline: Python's default GC; details: also with the worker's ``tune_gc``); 3. one worker
+applies them into Redis, on a thread of this process, events/s from its first batch on;
+4. the same events applied again (fresh state namespaces, fresh groups) by 1 and by 2 forked
+worker processes (``towerline stream run --processes N``; one process runs the worker on its
+main thread, as plain ``towerline stream run`` does), measured the same way for both (the
+state store's applied offsets, polled from here, from the moment every partition has
+moved: a group that joined in two rounds shows as a late ``all_partitions_after_s``).
+Steps 2-4 run ``--repeats`` rounds (default 3): the rates of one run of the same code move
+±10-20% on a shared 2-core VM, so each ratio is taken within its round and the headline
+is the median over rounds. 5. SQLite on the first 30% of the events; 6. a forked process
+produces at a steady ``--rate`` and polls ``get_online_features`` for marked events:
+produce time → visible; 7. the same updates through ``FeatureStore.push``, one event (user
+row + pin row) per call.
 Prints details, then as its LAST line the JSON of the eight headline figures.
 """
 
@@ -56,8 +60,8 @@ from towerline.core.kafka import ProducerSettings
 from towerline.core.runtime import tune_gc
 from towerline.devbroker import create_topics, running_broker
 
-FULL = {"events": 300_000, "users": 1_000_000, "pins": 200_000, "probe_s": 15.0}
-QUICK = {"events": 40_000, "users": 1_000_000, "pins": 200_000, "probe_s": 5.0}
+FULL = {"events": 300_000, "users": 1_000_000, "pins": 200_000, "probe_s": 15.0, "repeats": 3}
+QUICK = {"events": 40_000, "users": 1_000_000, "pins": 200_000, "probe_s": 5.0, "repeats": 1}
 SQLITE_SHARE = 0.3  # SQLite is measured on the first 30% of the events: it is the slow one
 GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 PARTITIONS = 4
@@ -75,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=5000.0, help="steady events/s for freshness")
     p.add_argument("--redis-url", default="127.0.0.1:6379")
     p.add_argument("--max-poll-records", type=int, default=5000)
+    p.add_argument("--repeats", type=int, help="rounds of the rate phases; medians are reported (default 3, --quick 1)")  # fmt: skip
     args = p.parse_args(argv)
     for name, value in (QUICK if args.quick else FULL).items():
         setattr(args, name, value if getattr(args, name) is None else getattr(args, name))
@@ -137,14 +142,15 @@ def bare_both(bootstrap: str, topic: str, n: int, max_poll: int) -> dict:
             "tuned_gc_cpu_us": round(tuned_cpu, 1)}  # fmt: skip
 
 
-def worker_cfg(args, bootstrap: str, topic: str) -> WorkerConfig:
-    return WorkerConfig(group_id=f"bench-{uuid.uuid4().hex[:6]}", bootstrap=bootstrap, topic=topic,
-                        max_poll_records=args.max_poll_records, **GROUP)  # fmt: skip
+def worker_cfg(args, bootstrap: str, topic: str, namespace: str | None = None) -> WorkerConfig:
+    cfg = WorkerConfig(group_id=f"bench-{uuid.uuid4().hex[:6]}", bootstrap=bootstrap, topic=topic,
+                       max_poll_records=args.max_poll_records, **GROUP)  # fmt: skip
+    return cfg if namespace is None else replace(cfg, state_namespace=namespace)
 
 
-def worker_rate(args, bootstrap: str, topic: str, store, n: int) -> tuple[float, dict]:
+def worker_rate(args, bootstrap: str, topic: str, store, n: int, namespace: str | None = None) -> tuple[float, dict]:  # fmt: skip
     """Sustained events/s of one worker: from its first committed batch to ``n`` handled."""
-    with run_worker_in_thread(worker_cfg(args, bootstrap, topic), store) as w:
+    with run_worker_in_thread(worker_cfg(args, bootstrap, topic, namespace), store) as w:
         assert w.wait_until(lambda s: s.batches > 0, 120), "the worker never started"
         handled = lambda: w.stats.applied + w.stats.duplicates  # noqa: E731
         t0, n0, cpu0 = time.perf_counter(), handled(), time.process_time()
@@ -153,7 +159,7 @@ def worker_rate(args, bootstrap: str, topic: str, store, n: int) -> tuple[float,
         return rate, {"batches": w.stats.batches, "process_cpu_us_per_event": round(cpu_us, 1)}
 
 
-def processes_rate(args, bootstrap: str, topic: str, project: str, data_dir: Path, processes: int, n: int, servers: dict) -> dict:  # fmt: skip
+def processes_rate(args, bootstrap: str, topic: str, project: str, data_dir: Path, processes: int, n: int, servers: dict, namespace: str) -> dict:  # fmt: skip
     """``processes`` forked workers of a new group apply all ``n`` events into Redis, with a
     state namespace of their own (so they start from nothing, as the first worker did).
 
@@ -162,7 +168,7 @@ def processes_rate(args, bootstrap: str, topic: str, project: str, data_dir: Pat
     to exit, so with their start and group join) and of the broker and Redis (same window;
     the whole Redis server: any other client of it counts too).
     """
-    cfg = replace(worker_cfg(args, bootstrap, topic), state_namespace=f"{SCALE_NS}{processes}")
+    cfg = worker_cfg(args, bootstrap, topic, namespace)
     opened = partial(open_store, online="redis", redis_url=args.redis_url, project=project, data_dir=data_dir)  # fmt: skip
     state = open_state_store(opened(), cfg.state_namespace, cfg.half_life_ms)
     if threading.active_count() > 1:  # a fork copies no thread: one holding a lock would hang it
@@ -324,6 +330,35 @@ def cleanup_redis(redis_url: str, project: str) -> None:
     client.close()
 
 
+def drop_namespace(redis_url: str, namespace: str, project: str) -> None:
+    """Delete one run's worker state, so repeats keep Redis's memory (and speed) flat."""
+    client = redis.Redis.from_url(f"redis://{redis_url}")
+    with client.pipeline(transaction=False) as pipe:
+        for key in client.scan_iter(match=f"{namespace}:{project}:*", count=5000):
+            pipe.unlink(key)
+        pipe.execute()
+    client.close()
+
+
+def repeated_rates(args, bootstrap: str, project: str, servers: dict, store, data_dir: Path, timed) -> dict:  # fmt: skip
+    """``args.repeats`` rounds of: bare consumer, thread worker, 1 and 2 worker processes,
+    each round on the same events with fresh groups and state. Rates on a shared 2-core VM
+    move ±10-20% between runs of the same code; each ratio is taken within its round
+    (neighbours in time) and the headline is the median over rounds."""
+    rounds, n = [], args.events
+    for i in range(args.repeats):
+        thread_ns, procs_ns = f"{SCALE_NS}t{i}", {k: f"{SCALE_NS}{k}r{i}" for k in (1, 2)}
+        bare = timed(f"bare_{i}", bare_both, bootstrap, "bench", n, args.max_poll_records)
+        redis_rate, redis_d = timed(f"redis_{i}", worker_rate, args, bootstrap, "bench", store, n, thread_ns)  # fmt: skip
+        procs = {f"{k}": timed(f"processes_{k}_{i}", processes_rate, args, bootstrap, "bench", project, data_dir, k, n, servers, procs_ns[k]) for k in (1, 2)}  # fmt: skip
+        for namespace in (thread_ns, *procs_ns.values()):
+            drop_namespace(args.redis_url, namespace, project)
+        rounds.append(
+            {"bare": bare, "redis": redis_rate, "redis_worker": redis_d, "processes": procs}
+        )
+    return {"rounds": rounds}
+
+
 def run_phases(args, conn, bootstrap: str, broker_pid: int, project: str, data_dir: Path) -> dict:
     rows, r = synth(args.events, args.users, args.pins, seed=7), {"phase_seconds": {}}
 
@@ -337,11 +372,9 @@ def run_phases(args, conn, bootstrap: str, broker_pid: int, project: str, data_d
     redis_store = open_feast("redis", project, data_dir, args.redis_url)
     sqlite_store = open_feast("sqlite", project, data_dir, args.redis_url)
     r["produce_per_s"] = round(timed("produce", produce_all, bootstrap, "bench", rows))
-    r["bare"] = timed("bare", bare_both, bootstrap, "bench", len(rows), args.max_poll_records)
-    r["redis"] = timed("redis", worker_rate, args, bootstrap, "bench", redis_store, len(rows))
     # Before the freshness worker's thread exists: the workers are forked from here.
     servers = server_pids(broker_pid, args.redis_url)
-    r["processes"] = {f"{k}": timed(f"processes_{k}", processes_rate, args, bootstrap, "bench", project, data_dir, k, len(rows), servers) for k in (1, 2)}  # fmt: skip
+    r.update(repeated_rates(args, bootstrap, project, servers, redis_store, data_dir, timed))
     job = {**vars(args), "bootstrap": bootstrap, "topic": "bench-fresh", "project": project, "data_dir": str(data_dir)}  # fmt: skip
     # The freshness worker joins its group while SQLite is measured (a join takes ~3 s).
     with run_worker_in_thread(worker_cfg(args, bootstrap, "bench-fresh"), redis_store) as fresh_w:
@@ -351,19 +384,32 @@ def run_phases(args, conn, bootstrap: str, broker_pid: int, project: str, data_d
     return report(args, r)
 
 
+def _median(values) -> float:
+    return float(np.median(list(values)))
+
+
 def report(args, r: dict) -> dict:
-    """The eight headline figures, and the details behind them."""
-    (redis_rate, redis_d), (sqlite_rate, sqlite_d) = r.pop("redis"), r.pop("sqlite")
-    bare, fresh, procs = r["bare"], r.pop("freshness"), r.pop("processes")
-    one, two = procs["1"]["events_per_s"], procs["2"]["events_per_s"]
-    headline = {"events_per_s_sqlite": round(sqlite_rate), "events_per_s_redis": round(redis_rate),
-                "bare_consumer_events_per_s": bare["plain_per_s"], "freshness_p50_ms": round(fresh["p50_ms"], 1),
+    """The eight headline figures (medians over the rounds), and the details behind them."""
+    sqlite_rate, sqlite_d = r.pop("sqlite")
+    fresh, rounds = r.pop("freshness"), r.pop("rounds")
+    for o in rounds:  # each ratio within its round: neighbours in time share the machine's mood
+        bare, one, two = o["bare"], o["processes"]["1"]["events_per_s"], o["processes"]["2"]["events_per_s"]  # fmt: skip
+        o["redis_vs_bare"] = round(o["redis"] / bare["plain_per_s"], 3)
+        o["redis_vs_bare_tuned_gc"] = round(o["redis"] / bare["tuned_gc_per_s"], 3)
+        o["one_process_vs_bare"] = round(one / bare["plain_per_s"], 3)
+        o["scaling_2_workers"] = round(two / one, 3)
+        o["redis"] = round(o["redis"])
+    med = {key: _median(o[key] for o in rounds) for key in ("redis", "redis_vs_bare", "redis_vs_bare_tuned_gc", "one_process_vs_bare", "scaling_2_workers")}  # fmt: skip
+    bare_rate = _median(o["bare"]["plain_per_s"] for o in rounds)
+    two = _median(o["processes"]["2"]["events_per_s"] for o in rounds)
+    headline = {"events_per_s_sqlite": round(sqlite_rate), "events_per_s_redis": round(med["redis"]),
+                "bare_consumer_events_per_s": round(bare_rate), "freshness_p50_ms": round(fresh["p50_ms"], 1),
                 "freshness_p99_ms": round(fresh["p99_ms"], 1), "feast_push_one_by_one_events_per_s": round(r["push"], 1),
-                "events_per_s_redis_2_workers": two, "scaling_2_workers": round(two / one, 2)}  # fmt: skip
-    details = {"events": args.events, "users": args.users, "pins": args.pins, "redis_vs_bare": round(redis_rate / bare["plain_per_s"], 3),
-               "redis_vs_bare_tuned_gc": round(redis_rate / bare["tuned_gc_per_s"], 3), "redis_worker": redis_d,
-               "sqlite_worker": sqlite_d, "freshness": fresh, "processes": procs,
-               "two_workers_vs_bare": round(two / bare["plain_per_s"], 3), "two_workers_vs_thread_worker": round(two / redis_rate, 3), **r, "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}  # fmt: skip
+                "events_per_s_redis_2_workers": round(two), "scaling_2_workers": round(med["scaling_2_workers"], 2)}  # fmt: skip
+    details = {"events": args.events, "users": args.users, "pins": args.pins, "repeats": args.repeats,
+               **{f"median_{k}": round(v, 3) for k, v in med.items() if k != "redis"},
+               "sqlite_worker": sqlite_d, "freshness": fresh, "rounds": rounds, **r,
+               "cpu_count": os.cpu_count(), "load_avg_1m": os.getloadavg()[0]}  # fmt: skip
     return {"headline": headline, "details": details}
 
 
