@@ -73,6 +73,9 @@ class ModelConfig:
     # previous offsite conversion (for data without engagements, e.g. MovieLens);
     # "auto" = "engagement" when the lake has engagements, else "previous".
     subject_pin: str = "auto"
+    # A linear path beside each tower's output MLP: the user embedding adds a projection of
+    # the history state, the item embedding its id embedding (both before normalising).
+    residual_heads: bool = False
 
     def __post_init__(self) -> None:
         if self.history_cutoff not in HISTORY_CUTOFFS:

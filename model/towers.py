@@ -203,9 +203,13 @@ class UserHead(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.mlp = _mlp(cfg.d_model + 3 * cfg.context_dim, cfg.head_hidden, cfg.dim, cfg.dropout)
+        self.skip = nn.Linear(cfg.d_model, cfg.dim, bias=False) if cfg.residual_heads else None
 
     def forward(self, hidden_state: Tensor, context: Tensor) -> Tensor:
-        return F.normalize(self.mlp(torch.cat([hidden_state, context], dim=-1)), dim=-1)
+        out = self.mlp(torch.cat([hidden_state, context], dim=-1))
+        if self.skip is not None:
+            out = out + self.skip(hidden_state)
+        return F.normalize(out, dim=-1)
 
 
 class OnlineTower(nn.Module):
@@ -255,5 +259,7 @@ class ItemTower(nn.Module):
     def forward(self, pin_ids: Tensor, interest_ids: Tensor, interest_conf: Tensor) -> Tensor:
         """(B,) int64 ids, (B, 3) interests -> (B, dim)."""
         pin = drop_rows(self.pin(pin_ids), self.cfg.id_dropout, self.training)
-        x = torch.cat([pin, self.interests(interest_ids, interest_conf)], dim=-1)
-        return F.normalize(self.mlp(x), dim=-1)
+        out = self.mlp(torch.cat([pin, self.interests(interest_ids, interest_conf)], dim=-1))
+        if self.cfg.residual_heads:
+            out = out + pin
+        return F.normalize(out, dim=-1)

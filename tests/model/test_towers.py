@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from model.config import ModelConfig
@@ -66,8 +67,12 @@ def test_encoder_is_causal_and_ignores_padding():
     assert torch.allclose(state[0], hidden[0, -1], atol=1e-6)
 
 
-def test_towers_give_unit_vectors_of_the_same_dimension():
-    online, items = OnlineTower(CFG).eval(), ItemTower(CFG).eval()
+@pytest.mark.parametrize("residual", [False, True])
+def test_towers_give_unit_vectors_of_the_same_dimension(residual: bool):
+    cfg = ModelConfig(**{**CFG.to_json(), "residual_heads": residual})
+    online, items = OnlineTower(cfg).eval(), ItemTower(cfg).eval()
+    # The residual path adds parameters only where it is on (old versions load unchanged).
+    assert any("skip" in k for k in online.state_dict()) == residual
     with torch.no_grad():
         user = online(torch.randn(3, CFG.d_model), **_context())
         item = items(torch.tensor([1, 2, 3]), torch.randint(-1, 9, (3, 3)), torch.rand(3, 3))
