@@ -7,6 +7,7 @@ the streaming path works.
 
 import itertools
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -19,6 +20,16 @@ from towerline import devbroker
 # Tansu holds a group join for about half the session timeout: keep both short in tests.
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 _topic_ids = itertools.count()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _interruptible() -> Iterator[None]:
+    """A suite started in the background of a non-interactive shell (``make test &`` in a
+    script) inherits SIGINT ignored, and so would every CLI it starts (an ignored signal
+    survives exec): the interrupt tests need the disposition a terminal gives."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session", autouse=True)
