@@ -66,7 +66,7 @@ SQLITE_SHARE = 0.3  # SQLite is measured on the first 30% of the events: it is t
 GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 PARTITIONS = 4
 PROBE_USER, PROBE_EVERY = 10**12, 50  # every 50th event: a user of its own, visible = row exists
-SCALE_NS = "towerline:streams:bench-scale"  # + number of processes: a state namespace per run
+SCALE_NS = "towerline:streams:bench-scale"  # + worker kind and round: a state namespace per run
 DEFAULT_GC = gc.get_threshold()  # Python's, before tune_gc() changes them
 
 
@@ -317,25 +317,20 @@ def push_one_by_one(store, rows: np.ndarray, seconds: float = 2.0) -> float:
 
 def cleanup_redis(redis_url: str, project: str) -> None:
     """Delete the Feast rows (keys end with the project) and the worker state of the run."""
-    client = redis.Redis.from_url(f"redis://{redis_url}")
-    with client.pipeline(transaction=False) as pipe:
-        for pattern in (
-            f"*{project}",
-            f"towerline:streams:{project}:*",
-            f"{SCALE_NS}*:{project}:*",
-        ):
-            for key in client.scan_iter(match=pattern, count=5000):
-                pipe.unlink(key)
-        pipe.execute()
-    client.close()
+    unlink_matching(redis_url, f"*{project}", f"towerline:streams:{project}:*", f"{SCALE_NS}*:{project}:*")  # fmt: skip
 
 
 def drop_namespace(redis_url: str, namespace: str, project: str) -> None:
-    """Delete one run's worker state, so repeats keep Redis's memory (and speed) flat."""
+    """Delete one round's worker state, so repeats keep Redis's memory (and speed) flat."""
+    unlink_matching(redis_url, f"{namespace}:{project}:*")
+
+
+def unlink_matching(redis_url: str, *patterns: str) -> None:
     client = redis.Redis.from_url(f"redis://{redis_url}")
     with client.pipeline(transaction=False) as pipe:
-        for key in client.scan_iter(match=f"{namespace}:{project}:*", count=5000):
-            pipe.unlink(key)
+        for pattern in patterns:
+            for key in client.scan_iter(match=pattern, count=5000):
+                pipe.unlink(key)
         pipe.execute()
     client.close()
 

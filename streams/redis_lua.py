@@ -11,8 +11,9 @@ users ``(state key, state, Feast key, U Feast values)``, pins ``(state key, Feas
 5 doubles: delta counts, delta ref_ms, the Feast ``_ts`` and ``last_event_ts_ms`` values of
 ref_ms)``: the batch's pins are usually the newest, so the row's time fields come encoded
 from the worker and Redis encodes them itself only for a pin whose stored time is newer
-(varints in Lua cost Redis, the one process every worker shares, ~2 µs a pin). The script is unrolled for its record widths:
-Redis's Lua spends ~10 µs a record building tables for a generic parser, ~1 µs here.
+(varints in Lua cost Redis, the one process every worker shares, ~2 µs a pin).
+The script is unrolled for its record widths: Redis's Lua spends ~10 µs a record building
+tables for a generic parser, ~1 µs here.
 
 Order: compare-and-set every partition (read only), walk both blobs to check their
 framing (read only), then write; offsets and progress last. A partition's stored newest

@@ -66,7 +66,8 @@ def build_update(
             update.duplicates += 1
             continue
         seen.add(event_id)
-        new_seq = sequence.insert(seq, _new(sequence.Entry, (ts_ms, event_id, pin_id, action)), max_len)  # fmt: skip
+        entry = _new(sequence.Entry, (ts_ms, event_id, pin_id, action))
+        new_seq = sequence.insert(seq, entry, max_len)
         if new_seq is not seq:
             users[user_id] = new_seq
         pins[pin_id] = decay.add(pins.get(pin_id), action, ts_ms, half_life_ms)
