@@ -67,9 +67,33 @@ def varint(n: int) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def _high_varint(n: int) -> bytes:
+    return varint(n)
+
+
+def ms_varint(n: int) -> bytes:
+    """``varint(n)`` (n >= 0), fast for epoch milliseconds: their low 14 bits are built
+    here, the rest (the same for 16 s of them) comes from a cache; the loop of ``varint``
+    costs ~1.5 µs for a 41-bit number, and the worker writes several per event."""
+    if n < 0x4000:
+        return varint(n)
+    return bytes((n & 0x7F | 0x80, n >> 7 & 0x7F | 0x80)) + _high_varint(n >> 14)
+
+
 def int64_value_bytes(n: int) -> bytes:
     """A serialized ``Value(int64_val=n)`` (n >= 0)."""
-    return INT64_TAG + varint(n)
+    return INT64_TAG + ms_varint(n)
+
+
+def packed_int64(n: int, *, ms: bool = False) -> bytes:
+    """A serialized one-value ``Int64List`` (``val=[n]``, packed), without the message;
+    ``ms``: n is a time in epoch milliseconds (``ms_varint``)."""
+    if n < 0:  # protobuf writes a negative int64 as its 64-bit two's complement
+        n += 1 << 64
+        ms = False
+    body = ms_varint(n) if ms else varint(n)
+    return b"\x0a" + _ONE_BYTE[len(body)] + body
 
 
 _NANOS = [b"\x10" + varint(m * 1_000_000) if m else b"" for m in range(1000)]

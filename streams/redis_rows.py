@@ -12,7 +12,13 @@ import struct
 
 from feast.protos.feast.types.Value_pb2 import Int64List
 
-from streams.feast_layout import ACTION_ENTRIES, INT64_LIST_TAG, STRING_LIST_TAG, varint
+from streams.feast_layout import (
+    ACTION_ENTRIES,
+    INT64_LIST_TAG,
+    STRING_LIST_TAG,
+    packed_int64,
+    varint,
+)
 from streams.sequence import Entry, Seq
 
 _VERSION = 2
@@ -66,10 +72,10 @@ _ONE_ID = struct.Struct("<H")
 def _encode_one(entry: Entry, updated: bytes) -> tuple[bytes, list[bytes]]:
     """``encode_user`` of a one-entry sequence, byte for byte: most users a batch touches
     are new to the worker's cache (a user engages rarely), and this path skips the
-    transposing and the per-call struct formats."""
+    transposing, the per-call struct formats and the protobuf messages."""
     ts_ms, event_id, pin_id, action = entry
-    ts_list = Int64List(val=(ts_ms,)).SerializeToString()
-    pin_list = Int64List(val=(pin_id,)).SerializeToString()
+    ts_list = packed_int64(ts_ms, ms=True)
+    pin_list = packed_int64(pin_id)
     raw = event_id.encode()
     state = b"".join(
         (

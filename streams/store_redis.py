@@ -2,8 +2,11 @@
 
 Keys (``ns`` = the state namespace; named in ``towerline.core.stream_progress``):
 ``{ns}:offsets`` hash ``"topic:partition" -> applied``; ``{ns}:progress`` hash
-``"topic:partition" -> "<newest event ms>:<commit ms>"``; ``{ns}:u:<user_id>`` the sequence
-(``streams.redis_rows``); ``{ns}:p:<pin_id>`` five little-endian doubles (4 counts, ref_ms). Pins are merged inside the script, because users
+``"topic:partition" -> "<newest event ms>:<commit ms>"``; ``{ns}:layout`` the state layout's
+version. The state itself is a field of the Feast row's hash: ``{ns}:seq`` of a user's, the
+sequence (``streams.redis_rows``); ``{ns}:decay`` of a pin's, five little-endian doubles
+(4 counts, ref_ms). One key per entity, not two, halves the keys and the commands Redis
+runs per event. Pins are merged inside the script, because users
 on every partition (so every worker) engage the same pin: a read-modify-write in Python
 would lose updates. The script also writes the Feast rows (``streams.feast_layout``), so
 the online copy commits with the state. Redis runs a script alone and, with AOF, persists
@@ -24,10 +27,11 @@ from streams.redis_rows import decode_user, encode_user
 from streams.sequence import Seq
 from streams.state import NO_OFFSET, Conflict
 from streams.update import BatchUpdate
-from towerline.core.stream_progress import NO_EVENT, StateNames, partition_field
+from towerline.core.errors import RefusedError, UnavailableError
+from towerline.core.stream_progress import NO_EVENT, STATE_LAYOUT, StateNames, partition_field
 
 _PIN = struct.Struct("<ddddd")
-_PIN_HEAD = struct.Struct("<6I")  # record framing: count, then one length per string
+_PIN_HEAD = struct.Struct("<5I")  # record framing: count, then one length per string
 _FOUND = struct.Struct("<II")  # a found user in LOAD_SCRIPT's reply: index, length
 
 
@@ -35,6 +39,10 @@ _FOUND = struct.Struct("<II")  # a found user in LOAD_SCRIPT's reply: index, len
 class _Prepared:
     args: list[bytes | str]
     expected: dict[int, int]  # partition -> expected applied offset, to report a conflict
+
+
+class StateLayoutError(RefusedError):
+    """The namespace holds state in a layout this worker does not read."""
 
 
 class RedisStateStore:
@@ -46,7 +54,7 @@ class RedisStateStore:
         self.client, self.layout, self.names = client, layout, names
         self.half_life_ms = half_life_ms
         self._offsets_key, self._progress_key = names.redis_offsets, names.redis_progress
-        self._user_prefix, self._pin_prefix = names.redis_user_prefix, names.redis_pin_prefix
+        self._user_field, self._pin_field = names.redis_user_field, names.redis_pin_field
         where = client.connection_pool.connection_kwargs
         self.address = f"redis {where.get('host')}:{where.get('port')}"  # for messages
         self._project = layout.project.encode()
@@ -55,13 +63,32 @@ class RedisStateStore:
         self._pin_fields = [pin.redis_ts_field, *pin.redis_fields]
         self._script = client.register_script(apply_script(len(self._user_fields)))
         self._load = client.register_script(LOAD_SCRIPT)
-        self._user_head = struct.Struct(f"<{1 + 4 + len(user.features)}I")
+        self._user_head = struct.Struct(f"<{1 + 3 + len(user.features)}I")
 
-    def user_key(self, user_id: int) -> str:
-        return f"{self._user_prefix}{user_id}"
+    def ensure_layout(self) -> None:
+        """Mark a new namespace with this layout; refuse one an older worker wrote.
 
-    def pin_key(self, pin_id: int) -> str:
-        return f"{self._pin_prefix}{pin_id}"
+        Its sequences and counts would read as empty here while its offsets say applied:
+        every user would restart from nothing, silently.
+        """
+        ns = self.names.namespace
+        try:
+            with self.client.pipeline(transaction=False) as pipe:
+                found, used = pipe.get(self.names.redis_layout).exists(self._offsets_key).execute()
+            if found is None and not used:
+                self.client.set(self.names.redis_layout, STATE_LAYOUT, nx=True)
+                return
+        except redis.RedisError as exc:
+            raise UnavailableError(f"{self.address}: {exc}") from None
+        if found is not None and found.decode() == STATE_LAYOUT:
+            return
+        version = "1" if found is None else found.decode()
+        raise StateLayoutError(
+            f"state namespace {ns!r} on {self.address} is in layout {version} (an older worker's:"
+            f" keys {ns}:u:*, {ns}:p:*), this worker reads layout {STATE_LAYOUT}: run it with a"
+            " new --state-namespace (it applies the topic again from its earliest retained"
+            " offset), or run the older version"
+        )
 
     def applied(self, topic: str, partitions: Collection[int]) -> dict[int, int]:
         parts = sorted(partitions)
@@ -74,7 +101,9 @@ class RedisStateStore:
         ids = list(user_ids)
         if not ids:
             return {}
-        reply = self._load(args=[self._user_prefix, ",".join(map(str, ids))])
+        keys = self.layout.user.keys
+        packed = struct.pack(f"<{len(ids)}q", *ids)
+        reply = self._load(args=[keys.prefix, self._project, self._user_field, packed])
         out, pos = {}, 0
         while pos < len(reply):
             index, length = _FOUND.unpack_from(reply, pos)
@@ -87,7 +116,11 @@ class RedisStateStore:
         ids = list(pin_ids)
         if not ids:
             return {}
-        blobs = self.client.mget([self.pin_key(p) for p in ids])
+        keys = self.layout.pin.keys
+        with self.client.pipeline(transaction=False) as pipe:
+            for pin_id in ids:
+                pipe.hget(keys(pin_id) + self._project, self._pin_field)
+            blobs = pipe.execute()
         out = {}
         for pin_id, blob in zip(ids, blobs, strict=True):
             if blob is not None:
@@ -107,7 +140,12 @@ class RedisStateStore:
         for partition, move in sorted(update.offsets.items()):
             field = partition_field(topic, partition)
             args += [field, str(move.expected), str(move.applied), str(newest.get(partition, NO_EVENT))]  # fmt: skip
-        args += [self._users_blob(update), self._pins_blob(update)]
+        args += [
+            self._users_blob(update),
+            self._pins_blob(update),
+            self._user_field,
+            self._pin_field,
+        ]
         args += [*self._user_fields, *self._pin_fields]
         expected = {p: m.expected for p, m in update.offsets.items()}
         return _Prepared(args, expected)
@@ -123,14 +161,13 @@ class RedisStateStore:
     def _users_blob(self, update: BatchUpdate) -> bytes:
         parts: list[bytes] = []
         entity_key, n_values = self.layout.user.keys, len(self.layout.user.features)
-        head, prefix, project = self._user_head.pack, self._user_prefix, self._project
+        head, project = self._user_head.pack, self._project
         updated = int64_value_bytes(update.write_ms)
         for user_id, seq in update.users.items():
             state, values = encode_user(seq, updated)
             items = (
-                f"{prefix}{user_id}".encode(),
-                state,
                 entity_key(user_id) + project,
+                state,
                 timestamp_bytes(seq[-1].ts_ms),  # row event time = newest event
                 *values[:n_values],
             )
@@ -141,16 +178,14 @@ class RedisStateStore:
     def _pins_blob(self, update: BatchUpdate) -> bytes:
         parts: list[bytes] = []
         entity_key, head, project = self.layout.pin.keys, _PIN_HEAD.pack, self._project
-        prefix = self._pin_prefix
         for pin_id, delta in update.pins.items():
             items = (
-                f"{prefix}{pin_id}".encode(),
                 entity_key(pin_id) + project,
                 _PIN.pack(*delta.values, float(delta.ref_ms)),
                 timestamp_bytes(delta.ref_ms),
                 int64_value_bytes(delta.ref_ms),
             )
-            parts.append(head(5, *map(len, items)))
+            parts.append(head(4, *map(len, items)))
             parts += items
         return b"".join(parts)
 

@@ -20,5 +20,7 @@ def open_state_store(store: feast.FeatureStore, namespace: str, half_life_ms: fl
     layout = layout_of(store)
     names = StateNames(state_namespace(namespace, store.project))
     if layout.kind == "redis":
-        return RedisStateStore(redis_client(store), layout, names, half_life_ms)
+        state = RedisStateStore(redis_client(store), layout, names, half_life_ms)
+        state.ensure_layout()
+        return state
     return SqliteStateStore(sqlite_path(store), layout, names, half_life_ms)

@@ -27,7 +27,9 @@ def test_every_name_derives_from_the_namespace_and_the_project() -> None:
     names = StateNames(state_namespace("towerline:streams", "my-proj"))
     assert names.redis_offsets == "towerline:streams:my-proj:offsets"
     assert names.redis_progress == "towerline:streams:my-proj:progress"
-    assert names.redis_user_prefix == "towerline:streams:my-proj:u:"
+    assert names.redis_user_field == "towerline:streams:my-proj:seq"
+    assert names.redis_pin_field == "towerline:streams:my-proj:decay"
+    assert names.redis_layout == "towerline:streams:my-proj:layout"
     assert names.sqlite_table("progress") == '"towerline_streams_my_proj_progress"'
     assert partition_field("engagements", 3) == "engagements:3"
 

@@ -3,12 +3,14 @@
 import random
 
 import pytest
+from feast.protos.feast.types.Value_pb2 import Int64List, Value
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from stream_kit import ACTIONS, Ev, reference
 
 from streams import decay, sequence
 from streams.events import Event
+from streams.feast_layout import int64_value_bytes, packed_int64
 from streams.redis_rows import _encode_many, decode_user, encode_user
 from streams.sequence import Entry
 from streams.update import OffsetMove, build_update
@@ -59,10 +61,20 @@ def test_encode_decode_round_trip(items: list) -> None:
         assert decode_user(state) == seq and values[-1] == b"\x20\x01"
 
 
-@given(st.integers(0, 10**13), st.text(max_size=12), st.integers(0, 2**62), st.integers(0, 3))
+INT64 = st.integers(-(2**63), 2**63 - 1)
+
+
+@given(st.integers(0, 10**13) | INT64, st.text(max_size=12), INT64, st.integers(0, 3))
 def test_one_entry_fast_path_writes_the_same_bytes(ts: int, eid: str, pin: int, action: int):
     seq = (Entry(ts, eid, pin, action),)
     assert encode_user(seq, b"\x20\x01") == _encode_many(seq, b"\x20\x01")
+
+
+@given(st.integers(0, 2**14 + 5) | st.integers(0, 10**13) | st.integers(0, 2**63 - 1))
+def test_hand_built_protobuf_values_are_protobufs_own_bytes(n: int) -> None:
+    assert int64_value_bytes(n) == Value(int64_val=n).SerializeToString()
+    assert packed_int64(n, ms=True) == Int64List(val=[n]).SerializeToString()
+    assert packed_int64(-n - 1) == Int64List(val=[-n - 1]).SerializeToString()
 
 
 @settings(max_examples=60, deadline=None)

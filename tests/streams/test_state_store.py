@@ -12,7 +12,7 @@ from streams import decay
 from streams.feast_layout import layout_of, pin_values, user_values
 from streams.sequence import Entry
 from streams.state import NO_OFFSET, Conflict
-from streams.store_redis import RedisStateStore
+from streams.store_redis import RedisStateStore, StateLayoutError
 from streams.stores import open_state_store
 from streams.update import BatchUpdate, OffsetMove
 from towerline.core.online_layout import sqlite_path
@@ -58,6 +58,14 @@ def test_rows_are_feasts_own_and_read_back(online: str, feast_store) -> None:
     assert got["decayed_share"] == [2.25] * 2 and got["last_event_ts_ms"] == [T] * 2
     ours, feasts = stored_rows(store, state, 1), stored_rows(store, state, 2)
     assert all(ours) and ours == feasts  # byte for byte
+    if isinstance(state, RedisStateStore):  # the state rides in the row's hash, one field
+        layout, names = layout_of(store), state.names
+        user_hash = state.client.hgetall(layout.user.keys(1) + store.project.encode())
+        pin_hash = state.client.hgetall(layout.pin.keys(1) + store.project.encode())
+        assert set(user_hash) - set(ours[0]) == {names.redis_user_field.encode()}
+        assert set(pin_hash) - set(ours[1]) == {names.redis_pin_field.encode()}
+        own_keys = set(state.client.scan_iter(match=f"{names.namespace}:*"))
+        assert own_keys == {k.encode() for k in (names.redis_offsets, names.redis_progress, names.redis_layout)}  # fmt: skip
     state.close()
 
 
@@ -172,4 +180,17 @@ def test_a_state_db_of_an_older_worker_gains_progress_and_keeps_its_offsets(feas
     assert state.applied("t", [0, 2]) == {0: 41, 2: 7}
     assert state.commit("t", update(41, 60, newest_event_ms={0: T}, write_ms=T + 5)) is None
     assert progress(store) == {0: (60, T, T + 5), 2: (7, None, None)}
+    state.close()
+
+
+def test_a_redis_namespace_an_older_worker_wrote_is_refused_and_left_as_it_was(feast_store) -> None:
+    store = feast_store("redis")
+    state = open_state_store(store, NAMESPACE, H)  # a new namespace is marked with the layout
+    assert state.commit("t", update(NO_OFFSET, 5)) is None
+    assert open_state_store(store, NAMESPACE, H).applied("t", [0]) == {0: 5}  # ours: opens
+    state.client.delete(state.names.redis_layout)  # offsets without a mark: layout 1
+    with pytest.raises(StateLayoutError, match=r"layout 1 .*--state-namespace") as refused:
+        open_state_store(store, NAMESPACE, H)
+    assert refused.value.exit_code == 1 and "\n" not in str(refused.value)
+    assert state.applied("t", [0]) == {0: 5} and not state.client.exists(state.names.redis_layout)
     state.close()

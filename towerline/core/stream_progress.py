@@ -10,7 +10,8 @@ readers share these names) and reads the progress back.
 Names (``ns`` = the worker's ``state_namespace`` + ``":"`` + the Feast project):
 - Redis: hash ``{ns}:offsets`` ``"topic:partition" -> applied``; hash ``{ns}:progress``
   ``"topic:partition" -> "<newest event ms>:<commit ms>"`` (newest ``-1``: no event yet);
-  the worker's own state under ``{ns}:u:<user_id>`` and ``{ns}:p:<pin_id>``.
+  the worker's own state in the Feast rows' hashes, field ``{ns}:seq`` of a user's row and
+  ``{ns}:decay`` of a pin's; ``{ns}:layout`` the version of that layout (``STATE_LAYOUT``).
 - SQLite: tables ``<ns>_offsets (tp, applied)``, ``<ns>_progress (tp, newest_event_ms,
   committed_ms)``, ``<ns>_users``, ``<ns>_pins``, ``ns`` with non-word characters as ``_``.
   A database written by a worker older than the progress table has offsets only.
@@ -34,6 +35,9 @@ from towerline.core.online_layout import redis_address, redis_client, sqlite_pat
 
 NO_OFFSET = -1  # a partition nothing was applied from yet
 NO_EVENT = -1  # stored as the newest event time of a partition that applied no event yet
+# Where a Redis state namespace keeps its sequences and counts. 2: fields of the Feast row
+# hashes; 1 (no ``{ns}:layout`` key, before 2026-11-28): keys ``{ns}:u:<id>``, ``{ns}:p:<id>``.
+STATE_LAYOUT = "2"
 
 
 def state_namespace(namespace: str, project: str) -> str:
@@ -61,12 +65,18 @@ class StateNames:
         return f"{self.namespace}:progress"
 
     @property
-    def redis_user_prefix(self) -> str:
-        return f"{self.namespace}:u:"
+    def redis_user_field(self) -> str:
+        """The field of a user's Feast row hash that holds the worker's sequence."""
+        return f"{self.namespace}:seq"
 
     @property
-    def redis_pin_prefix(self) -> str:
-        return f"{self.namespace}:p:"
+    def redis_pin_field(self) -> str:
+        """The field of a pin's Feast row hash that holds the worker's decayed counts."""
+        return f"{self.namespace}:decay"
+
+    @property
+    def redis_layout(self) -> str:
+        return f"{self.namespace}:layout"
 
     def sqlite_table(self, kind: str) -> str:
         """``kind`` in offsets, progress, users, pins; quoted for SQL."""
