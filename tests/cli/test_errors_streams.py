@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import redis
 from cli_kit import assert_user_error, towerline
 
 from towerline.core.errors import EXIT_FAILED, EXIT_USAGE
@@ -56,3 +57,20 @@ def test_metrics_port_in_use_is_one_line_naming_the_port(applied) -> None:
 def test_a_zero_half_life_is_refused_as_usage(tmp_path: Path) -> None:
     ran = stream_run("--bootstrap-servers", NOWHERE, "--half-life", "0s", "--data-dir", tmp_path)
     assert_user_error(ran, EXIT_USAGE, "--half-life", "0s")
+
+
+def test_a_redis_state_namespace_in_an_older_layout_is_refused_in_one_line(tmp_path: Path) -> None:
+    project, redis_url = f"tl_cli_{uuid.uuid4().hex[:8]}", "127.0.0.1:6379"
+    store = open_store(REPO_DIR, online="redis", redis_url=redis_url, project=project, data_dir=tmp_path)  # fmt: skip
+    apply_repo(store)
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    offsets = f"towerline:streams:{project}:offsets"
+    client.hset(offsets, "engagements:0", 41)  # what a worker before {ns}:layout left
+    try:
+        ran = stream_run("--bootstrap-servers", NOWHERE, "--online", "redis", "--redis-url", redis_url,
+                         "--data-dir", tmp_path, "--project", project, "--metrics-port", "-1")  # fmt: skip
+        assert_user_error(ran, EXIT_FAILED, "layout 1", "--state-namespace")
+        assert client.hgetall(offsets) == {b"engagements:0": b"41"}  # left as it was
+    finally:
+        client.delete(offsets, f"towerline:streams:{project}:layout")
+        client.close()
