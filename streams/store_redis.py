@@ -82,12 +82,15 @@ class RedisStateStore:
             raise UnavailableError(f"{self.address}: {exc}") from None
         if found is not None and found.decode() == STATE_LAYOUT:
             return
-        version = "1" if found is None else found.decode()
+        where = (
+            f"layout 1 (an older worker's keys {ns}:u:*, {ns}:p:*)"
+            if found is None
+            else f"layout {found.decode()!r}"
+        )
         raise StateLayoutError(
-            f"state namespace {ns!r} on {self.address} is in layout {version} (an older worker's:"
-            f" keys {ns}:u:*, {ns}:p:*), this worker reads layout {STATE_LAYOUT}: run it with a"
-            " new --state-namespace (it applies the topic again from its earliest retained"
-            " offset), or run the older version"
+            f"state namespace {ns!r} on {self.address} is in {where}; this worker reads layout"
+            f" {STATE_LAYOUT}: run it with a new --state-namespace (it applies the topic again"
+            " from its earliest retained offset), or run the version that wrote it"
         )
 
     def applied(self, topic: str, partitions: Collection[int]) -> dict[int, int]:

@@ -193,4 +193,7 @@ def test_a_redis_namespace_an_older_worker_wrote_is_refused_and_left_as_it_was(f
         open_state_store(store, NAMESPACE, H)
     assert refused.value.exit_code == 1 and "\n" not in str(refused.value)
     assert state.applied("t", [0]) == {0: 5} and not state.client.exists(state.names.redis_layout)
+    state.client.set(state.names.redis_layout, "3")  # a newer worker's
+    with pytest.raises(StateLayoutError, match="layout '3'; this worker reads layout 2"):
+        open_state_store(store, NAMESPACE, H)
     state.close()
