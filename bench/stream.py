@@ -14,8 +14,8 @@ worker processes (``towerline stream run --processes N``; one process runs the w
 main thread, as plain ``towerline stream run`` does), measured the same way for both (the
 state store's applied offsets, polled from here, from the moment every partition has
 moved: a group that joined in two rounds shows as a late ``all_partitions_after_s``).
-Each of 3-4 starts from an empty online store (its rows deleted before: the state lives in
-them, and a phase that finds every key made would be cheaper for Redis than the first).
+Steps 3 and 4 each start from an empty online store (its rows deleted first: the state lives
+in them, and a phase that found every key made would cost Redis less than the first).
 Steps 2-4 run ``--repeats`` rounds (default 3): the rates of one run of the same code move
 ±10-20% on a shared 2-core VM, so each ratio is taken within its round and the headline
 is the median over rounds. 5. SQLite on the first 30% of the events; 6. a forked process

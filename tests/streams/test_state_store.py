@@ -187,7 +187,9 @@ def test_a_redis_namespace_an_older_worker_wrote_is_refused_and_left_as_it_was(f
     store = feast_store("redis")
     state = open_state_store(store, NAMESPACE, H)  # a new namespace is marked with the layout
     assert state.commit("t", update(NO_OFFSET, 5)) is None
-    assert open_state_store(store, NAMESPACE, H).applied("t", [0]) == {0: 5}  # ours: opens
+    again = open_state_store(store, NAMESPACE, H)  # marked with our layout: opens
+    assert again.applied("t", [0]) == {0: 5}
+    again.close()
     state.client.delete(state.names.redis_layout)  # offsets without a mark: layout 1
     with pytest.raises(StateLayoutError, match=r"layout 1 .*--state-namespace") as refused:
         open_state_store(store, NAMESPACE, H)
