@@ -64,12 +64,17 @@ class RedisStateStore:
         self._script = client.register_script(apply_script(len(self._user_fields)))
         self._load = client.register_script(LOAD_SCRIPT)
         self._user_head = struct.Struct(f"<{1 + 3 + len(user.features)}I")
+        try:  # as the SQLite store creates its tables: opening prepares the store
+            self._ensure_layout()
+        except Exception:
+            client.close()
+            raise
 
-    def ensure_layout(self) -> None:
-        """Mark a new namespace with this layout; refuse one an older worker wrote.
+    def _ensure_layout(self) -> None:
+        """Mark a new namespace with this layout; refuse one written in another.
 
-        Its sequences and counts would read as empty here while its offsets say applied:
-        every user would restart from nothing, silently.
+        An older worker's sequences and counts would read as empty here while its offsets
+        say applied: every user would restart from nothing, silently.
         """
         ns = self.names.namespace
         try:
@@ -80,13 +85,10 @@ class RedisStateStore:
                 return
         except redis.RedisError as exc:
             raise UnavailableError(f"{self.address}: {exc}") from None
-        if found is not None and found.decode() == STATE_LAYOUT:
+        mark = None if found is None else found.decode()
+        if mark == STATE_LAYOUT:
             return
-        where = (
-            f"layout 1 (an older worker's keys {ns}:u:*, {ns}:p:*)"
-            if found is None
-            else f"layout {found.decode()!r}"
-        )
+        where = f"layout 1 (an older worker's keys {ns}:u:*, {ns}:p:*)" if mark is None else f"layout {mark!r}"  # fmt: skip
         raise StateLayoutError(
             f"state namespace {ns!r} on {self.address} is in {where}; this worker reads layout"
             f" {STATE_LAYOUT}: run it with a new --state-namespace (it applies the topic again"

@@ -20,7 +20,5 @@ def open_state_store(store: feast.FeatureStore, namespace: str, half_life_ms: fl
     layout = layout_of(store)
     names = StateNames(state_namespace(namespace, store.project))
     if layout.kind == "redis":
-        state = RedisStateStore(redis_client(store), layout, names, half_life_ms)
-        state.ensure_layout()
-        return state
+        return RedisStateStore(redis_client(store), layout, names, half_life_ms)
     return SqliteStateStore(sqlite_path(store), layout, names, half_life_ms)
