@@ -56,15 +56,16 @@ def add(state: Decayed | None, action: int, ts_ms: int, half_life_ms: float) -> 
     exactly 1), without building the unit.
     """
     if state is None:
-        return unit(action, ts_ms)
-    v = list(state.values)
-    if ts_ms > state.ref_ms:
-        f = 2.0 ** ((state.ref_ms - ts_ms) / half_life_ms)
-        v = [v[0] * f, v[1] * f, v[2] * f, v[3] * f]
+        return _new(Decayed, (_UNITS[action], ts_ms))
+    values, ref_ms = state
+    if ts_ms > ref_ms:
+        f = 2.0 ** ((ref_ms - ts_ms) / half_life_ms)
+        v = [values[0] * f, values[1] * f, values[2] * f, values[3] * f]
         v[action] += 1.0
-        return Decayed((v[0], v[1], v[2], v[3]), ts_ms)
-    v[action] += 2.0 ** ((ts_ms - state.ref_ms) / half_life_ms)
-    return Decayed((v[0], v[1], v[2], v[3]), state.ref_ms)
+        return _new(Decayed, (tuple(v), ts_ms))
+    v = list(values)
+    v[action] += 2.0 ** ((ts_ms - ref_ms) / half_life_ms)
+    return _new(Decayed, (tuple(v), ref_ms))
 
 
 def value_at(state: Decayed, t_ms: int, half_life_ms: float) -> tuple[float, ...]:

@@ -130,6 +130,7 @@ def classify(
     """Split records into good events and rejects; every record lands in exactly one list."""
     events: list[Event] = []
     rejected: list[Rejected] = []
+    earliest, latest = now_ms - allowed_lateness_ms, now_ms + future_skew_ms
     for record in records:
         try:
             event = decode(codec, record)
@@ -139,12 +140,12 @@ def classify(
         except _UNDECODABLE as exc:  # untrusted bytes must never stop the worker
             rejected.append(_reject(record, BODY, f"{SUBJECT}.<body>: {exc!r}"))
             continue
-        wrong_key = key_problem(record.key, event.user_id)
-        if wrong_key is not None:
-            rejected.append(_reject(record, KEY_MISMATCH, wrong_key))
-            continue
-        problem = event_time_problem(event.ts_ms, now_ms, allowed_lateness_ms, future_skew_ms)
-        if problem is not None:
+        # Both checks inlined for the good record (~0.5 µs of ~20 per event); the helpers
+        # below say why a record fails them.
+        if record.key != str(event.user_id).encode():
+            rejected.append(_reject(record, KEY_MISMATCH, key_problem(record.key, event.user_id)))
+        elif not earliest <= event.ts_ms <= latest:
+            problem = event_time_problem(event.ts_ms, now_ms, allowed_lateness_ms, future_skew_ms)
             rejected.append(_reject(record, *problem))
         else:
             events.append(event)

@@ -23,7 +23,7 @@ import redis
 from streams.decay import Decayed
 from streams.feast_layout import StoreLayout, int64_value_bytes, timestamp_bytes
 from streams.redis_lua import LOAD_SCRIPT, apply_script
-from streams.redis_rows import decode_user, encode_user
+from streams.redis_rows import decode_user, user_record
 from streams.sequence import Seq
 from streams.state import NO_OFFSET, Conflict
 from streams.update import BatchUpdate
@@ -63,7 +63,6 @@ class RedisStateStore:
         self._pin_fields = [pin.redis_ts_field, *pin.redis_fields]
         self._script = client.register_script(apply_script(len(self._user_fields)))
         self._load = client.register_script(LOAD_SCRIPT)
-        self._user_head = struct.Struct(f"<{1 + 3 + len(user.features)}I")
         try:  # as the SQLite store creates its tables: opening prepares the store
             self._ensure_layout()
         except Exception:
@@ -164,34 +163,27 @@ class RedisStateStore:
         return Conflict(partition, prepared.expected[partition], int(found))
 
     def _users_blob(self, update: BatchUpdate) -> bytes:
-        parts: list[bytes] = []
         entity_key, n_values = self.layout.user.keys, len(self.layout.user.features)
-        head, project = self._user_head.pack, self._project
-        updated = int64_value_bytes(update.write_ms)
-        for user_id, seq in update.users.items():
-            state, values = encode_user(seq, updated)
-            items = (
-                entity_key(user_id) + project,
-                state,
-                timestamp_bytes(seq[-1].ts_ms),  # row event time = newest event
-                *values[:n_values],
-            )
-            parts.append(head(len(items), *map(len, items)))
-            parts += items
-        return b"".join(parts)
+        project, updated = self._project, int64_value_bytes(update.write_ms)
+        return b"".join(
+            [
+                user_record(entity_key(user_id) + project, seq, updated, n_values)
+                for user_id, seq in update.users.items()
+            ]
+        )
 
     def _pins_blob(self, update: BatchUpdate) -> bytes:
         parts: list[bytes] = []
         entity_key, head, project = self.layout.pin.keys, _PIN_HEAD.pack, self._project
-        for pin_id, delta in update.pins.items():
-            items = (
-                entity_key(pin_id) + project,
-                _PIN.pack(*delta.values, float(delta.ref_ms)),
-                timestamp_bytes(delta.ref_ms),
-                int64_value_bytes(delta.ref_ms),
+        for pin_id, (values, ref_ms) in update.pins.items():
+            key, row_time, last = entity_key(pin_id) + project, timestamp_bytes(ref_ms), int64_value_bytes(ref_ms)  # fmt: skip
+            parts += (
+                head(4, len(key), _PIN.size, len(row_time), len(last)),
+                key,
+                _PIN.pack(*values, float(ref_ms)),
+                row_time,
+                last,
             )
-            parts.append(head(4, *map(len, items)))
-            parts += items
         return b"".join(parts)
 
     def offsets_reset_hint(self, topic: str, partitions: Collection[int]) -> str:

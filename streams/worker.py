@@ -221,7 +221,7 @@ class StreamWorker:
         """The batch's state changes, on top of the (speculative) state we hold."""
         cfg = self.cfg
         moves = {p: OffsetMove(self._applied.get(p, NO_OFFSET), last) for p, last in lasts.items()}
-        self._load_missing({e.user_id for e in events})
+        self._load_missing(events)
         return build_update(
             events,
             self._users,
@@ -231,17 +231,18 @@ class StreamWorker:
             write_ms=now_ms,
         )
 
-    def _load_missing(self, user_ids: set[int]) -> None:
-        """Bring the sequences of ``user_ids`` into the cache (absent users: empty)."""
-        missing = [u for u in user_ids if u not in self._users]
+    def _load_missing(self, events: list[Event]) -> None:
+        """Bring the sequences of the events' users into the cache (absent users: empty)."""
+        cache = self._users
+        missing = {e.user_id for e in events if e.user_id not in cache}
         if not missing:
             return
-        if len(self._users) + len(missing) > USER_CACHE_MAX:
-            self._users.clear()  # crude, but a miss only costs a read
-            missing = list(user_ids)
+        if len(cache) + len(missing) > USER_CACHE_MAX:
+            cache.clear()  # crude, but a miss only costs a read
+            missing = {e.user_id for e in events}
         loaded = self.state.load_users(missing)
-        for u in missing:
-            self._users[u] = loaded.get(u, EMPTY)
+        cache.update(dict.fromkeys(missing, EMPTY))
+        cache.update(loaded)
 
     def _settle(self, consumer: KafkaConsumer) -> bool:
         """Account for the commit in flight; False (and a resync) if it failed."""
