@@ -74,6 +74,8 @@ _GROUP = [bytes((n & 0x7F | 0x80, n >> 7 | 0x80)) for n in range(1 << 14)]  # 14
 def varint(n: int) -> bytes:
     """Protobuf's base-128 varint of ``n >= 0``."""
     if n < 0x4000:
+        if n < 0:  # a list index would take it from the end
+            raise ValueError(f"varint of a negative number: {n}")
         return _SMALL[n]
     if n < 0x1000_0000:
         return _GROUP[n & 0x3FFF] + _SMALL[n >> 14]

@@ -17,6 +17,7 @@ from streams.feast_layout import (
     ACTION_ENTRIES,
     INT64_LIST_TAG,
     STRING_LIST_TAG,
+    USER_FEATURES,
     packed_int64,
     timestamp_bytes,
     varint,
@@ -64,14 +65,14 @@ def encode_user(seq: Seq, updated: bytes) -> tuple[bytes, list[bytes]]:
 
 _ONE_ID = struct.Struct("<H")
 _ONE_STATE_FIXED = _HEAD.size + 1 + _ONE_ID.size  # + the two lists and the id
-_FULL_RECORD = struct.Struct("<8I")  # count 7: key, state, row time, 4 Feast values
+_FULL_RECORD = struct.Struct(f"<{4 + len(USER_FEATURES)}I")  # count: key, state, row time, values
 
 
 def user_record(key: bytes, seq: Seq, updated: bytes, n_values: int) -> bytes:
     """One user's record of the apply script (``streams.redis_lua``): ``<I count>``, one
     ``<I length>`` per string, then the Feast key, the state blob, the row's event time
     (the newest entry's) and the first ``n_values`` Feast values."""
-    if len(seq) == 1 and n_values == 4:
+    if len(seq) == 1 and n_values == len(USER_FEATURES):
         return _one_record(key, seq[0], updated)
     state, values = encode_user(seq, updated)
     items = (key, state, timestamp_bytes(seq[-1].ts_ms), *values[:n_values])
@@ -90,7 +91,7 @@ def _one_record(key: bytes, entry: Entry, updated: bytes) -> bytes:
     lengths = (len(key), n_state, len(row_time), n_pin + 2, n_ts + 2, len(name), len(updated))
     return b"".join(
         (
-            _FULL_RECORD.pack(7, *lengths),
+            _FULL_RECORD.pack(len(lengths), *lengths),
             key,
             _HEAD.pack(_VERSION, 1, n_ts, n_pin, n_raw),
             ts_list,

@@ -11,7 +11,7 @@ from stream_kit import ACTIONS, Ev, reference
 
 from streams import decay, sequence
 from streams.events import Event
-from streams.feast_layout import int64_value_bytes, packed_int64, timestamp_bytes
+from streams.feast_layout import int64_value_bytes, packed_int64, timestamp_bytes, varint
 from streams.redis_rows import decode_user, encode_user, user_record
 from streams.sequence import Entry
 from streams.update import OffsetMove, build_update
@@ -83,6 +83,11 @@ def test_hand_built_protobuf_values_are_protobufs_own_bytes(n: int) -> None:
     assert int64_value_bytes(n) == Value(int64_val=n).SerializeToString()
     assert packed_int64(n) == Int64List(val=[n]).SerializeToString()
     assert packed_int64(-n - 1) == Int64List(val=[-n - 1]).SerializeToString()
+
+
+def test_a_negative_varint_is_refused_not_read_from_the_table_end() -> None:
+    with pytest.raises(ValueError, match="negative"):
+        varint(-3)
 
 
 @settings(max_examples=60, deadline=None)
