@@ -56,7 +56,7 @@ def add(state: Decayed | None, action: int, ts_ms: int, half_life_ms: float) -> 
     exactly 1), without building the unit.
     """
     if state is None:
-        return _new(Decayed, (_UNITS[action], ts_ms))
+        return unit(action, ts_ms)
     values, ref_ms = state
     if ts_ms > ref_ms:
         f = 2.0 ** ((ref_ms - ts_ms) / half_life_ms)

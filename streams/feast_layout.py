@@ -53,9 +53,6 @@ INT64_TAG, STRING_LIST_TAG, INT64_LIST_TAG = b"\x20", b"\x62", b"\x72"
 ACTION_ENTRIES = [b"\x0a" + bytes([len(a)]) + a.encode() for a in ENGAGEMENT_ACTIONS]
 
 
-_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
-
-
 def _varint_loop(n: int) -> bytes:
     out = bytearray()
     while n >= 0x80:
@@ -79,7 +76,7 @@ def varint(n: int) -> bytes:
         return _SMALL[n]
     if n < 0x1000_0000:
         return _GROUP[n & 0x3FFF] + _SMALL[n >> 14]
-    if n < 0x40_0000_0000:  # epoch milliseconds until 2527
+    if n < 0x40_0000_0000:  # epoch milliseconds until 2109
         return _GROUP[n & 0x3FFF] + _GROUP[n >> 14 & 0x3FFF] + _SMALL[n >> 28]
     return _GROUP[n & 0x3FFF] + _GROUP[n >> 14 & 0x3FFF] + varint(n >> 28)
 
@@ -94,7 +91,7 @@ def packed_int64(n: int) -> bytes:
     if n < 0:  # protobuf writes a negative int64 as its 64-bit two's complement
         n += 1 << 64
     body = varint(n)
-    return b"\x0a" + _ONE_BYTE[len(body)] + body
+    return b"\x0a" + _SMALL[len(body)] + body
 
 
 _NANOS = [b"\x10" + varint(m * 1_000_000) if m else b"" for m in range(1000)]

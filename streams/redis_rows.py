@@ -87,8 +87,10 @@ def _one_record(key: bytes, entry: Entry, updated: bytes) -> bytes:
     ts_list, pin_list, raw = packed_int64(ts_ms), packed_int64(pin_id), event_id.encode()
     n_ts, n_pin, n_raw = len(ts_list), len(pin_list), len(raw)
     row_time, name = timestamp_bytes(ts_ms), _ONE_NAME[action]
+    pin_value = INT64_LIST_TAG + varint(n_pin) + pin_list
+    ts_value = INT64_LIST_TAG + varint(n_ts) + ts_list
     n_state = _ONE_STATE_FIXED + n_ts + n_pin + n_raw
-    lengths = (len(key), n_state, len(row_time), n_pin + 2, n_ts + 2, len(name), len(updated))
+    lengths = (len(key), n_state, len(row_time), len(pin_value), len(ts_value), len(name), len(updated))  # fmt: skip
     return b"".join(
         (
             _FULL_RECORD.pack(len(lengths), *lengths),
@@ -100,8 +102,8 @@ def _one_record(key: bytes, entry: Entry, updated: bytes) -> bytes:
             _ONE_ID.pack(n_raw),
             raw,
             row_time,
-            INT64_LIST_TAG + varint(n_pin) + pin_list,
-            INT64_LIST_TAG + varint(n_ts) + ts_list,
+            pin_value,
+            ts_value,
             name,
             updated,
         )
