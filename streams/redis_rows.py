@@ -3,7 +3,7 @@ framed as the user's record of the apply script (``user_record``).
 
 Both come from the same two packed ``Int64List`` messages, so the state costs little more
 than the Feast row. This runs once per touched user per batch, the hottest path of the
-worker: ~2.5 µs for a one-entry sequence (most users of a batch), ~13 µs for 50 entries.
+worker: ~3 µs for a one-entry sequence (most users of a batch), ~13 µs for 50 entries.
 
 State blob: ``<B version=2><H n><I len ts><I len pins><I len ids>``, the ``Int64List`` of
 event times, the ``Int64List`` of pin ids, n action bytes, n ``<H>`` id lengths, the ids.
