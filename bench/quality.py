@@ -4,8 +4,8 @@ context earns on a synthetic world with planted session intent.
     .venv/bin/python bench/quality.py [--data .towerline/data/ml-100k] [--seeds 3] [--quick]
 
 - ml100k: `towerline train --holdout leave-one-out` + `towerline evaluate` (the job
-  functions, CLI defaults) and SASRec (model/baselines/sasrec.py: full-softmax CE, dropout
-  0.2, max length 50, early stopping with patience on the same validation events) on the
+  functions, CLI defaults) and SASRec (model/baselines/sasrec.py: full-softmax CE without
+  the user's earlier items, as towerline trains, dropout 0.2, max length 50, early stopping with patience on the same validation events) on the
   same lake, split, candidates, exclusions and metrics (model/protocol.py), one run per
   seed; means over the seeds, their standard errors, and SASRec's epochs and convergence.
 - synthetic: per seed a world (towerline/world, planted session intent) trained and

@@ -203,6 +203,9 @@ class TrainBatch:
     extra_pins: Tensor | None = None
     log_expected: Tensor | None = None
     columns: Tensor | None = None  # (T,) catalogue column of each positive ("catalogue")
+    # (row, column) pairs of the catalogue logits to leave out of the softmax: the pins of
+    # each target's earlier events (``Negatives.mask_seen``), the positive's column kept.
+    seen: tuple[Tensor, Tensor] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,12 +216,15 @@ class Negatives:
     uniform: int  # S uniform catalogue negatives per batch ("mixed")
     popularity: np.ndarray  # (M,) float64 share of training targets on each catalogue pin
     columns: np.ndarray  # (n,) int64 catalogue column of each event's pin
+    mask_seen: bool = False
 
     @classmethod
-    def for_source(cls, source: ExampleSource, mode: str, uniform: int) -> Negatives:
+    def for_source(
+        cls, source: ExampleSource, mode: str, uniform: int, mask_seen: bool = False
+    ) -> Negatives:
         cols, _ = source.catalog.index_of(source.log.pin)
         counts = np.bincount(cols, minlength=len(source.catalog)).astype(np.float64)
-        return cls(mode, uniform, counts / max(counts.sum(), 1.0), cols)
+        return cls(mode, uniform, counts / max(counts.sum(), 1.0), cols, mask_seen)
 
 
 def catalogue_inputs(catalog: PinTable, cols: np.ndarray | None = None) -> dict[str, Tensor]:
@@ -239,7 +245,8 @@ def _extra_candidates(
         return {}
     cols = negatives.columns[tgt]
     if negatives.mode == "catalogue":
-        return {"columns": torch.from_numpy(cols)}
+        seen = seen_pairs(source.starts, negatives.columns, tgt) if negatives.mask_seen else None
+        return {"columns": torch.from_numpy(cols), "seen": seen}
     m, t, s = len(source.catalog), len(tgt), negatives.uniform
     neg = rng.integers(0, m, size=s)
     expected = t * negatives.popularity[np.concatenate([cols, neg])] + s / m
@@ -248,6 +255,18 @@ def _extra_candidates(
         "extra_pins": torch.from_numpy(source.catalog.pin_id[neg]),
         "log_expected": torch.from_numpy(np.log(expected).astype(np.float32)),
     }
+
+
+def seen_pairs(starts: np.ndarray, columns: np.ndarray, tgt: np.ndarray) -> tuple[Tensor, Tensor]:
+    """(rows, cols) of the catalogue columns of the events before each target ``tgt``
+    (T,) in its user's log (``starts`` (n,), ``columns`` (n,)), the target's own column
+    left out: what evaluation and serving's seen-filter never rank."""
+    sizes = tgt - starts[tgt]
+    rows = np.repeat(np.arange(len(tgt)), sizes)
+    events = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    cols = columns[starts[tgt][rows] + events]
+    keep = cols != columns[tgt][rows]
+    return torch.from_numpy(rows[keep]), torch.from_numpy(cols[keep])
 
 
 def pseudo_context(

@@ -137,6 +137,10 @@ class TrainConfig:
     # ``full_softmax_max_pins`` pins, else "in_batch" (see README, "Retrieval quality").
     negatives: str = "auto"
     uniform_negatives: int | None = None
+    # Leave the pins of a target's earlier events out of its softmax ("catalogue"):
+    # evaluation and serving's seen-filter never rank them, so pushing them down only
+    # pulls the user away from what it engaged with.
+    mask_seen: bool = True
     full_softmax_max_pins: int = 4096
     # Decay of an exponential moving average of the weights, per step (0 = off): the
     # average is what validation sees and what is kept.

@@ -60,8 +60,16 @@ def sampled_softmax_loss(
 
 
 def full_softmax_loss(
-    user_emb: Tensor, catalogue_emb: Tensor, columns: Tensor, temperature: float
+    user_emb: Tensor,
+    catalogue_emb: Tensor,
+    columns: Tensor,
+    temperature: float,
+    seen: tuple[Tensor, Tensor] | None = None,
 ) -> Tensor:
     """Exact softmax over every catalogue item (M, D); ``columns`` (T,) = each positive's
-    catalogue column. No sampling, so no correction: affordable when M is small."""
-    return F.cross_entropy(user_emb @ catalogue_emb.T / temperature, columns)
+    catalogue column. No sampling, so no correction: affordable when M is small.
+    ``seen`` (rows, cols): logits left out of the softmax (never a row's own positive)."""
+    logits = user_emb @ catalogue_emb.T / temperature
+    if seen is not None:
+        logits = logits.index_put(seen, logits.new_tensor(float("-inf")))
+    return F.cross_entropy(logits, columns)

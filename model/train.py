@@ -63,7 +63,8 @@ def batch_loss(
     states = model.encoder.states_at(hidden, batch.rows, batch.positions)
     users = model.online(states, **batch.context)
     if catalogue is not None and batch.columns is not None:
-        return full_softmax_loss(users, model.item_tower(**catalogue), batch.columns, temperature)
+        catalogue_emb = model.item_tower(**catalogue)
+        return full_softmax_loss(users, catalogue_emb, batch.columns, temperature, batch.seen)
     items = model.item_tower(**batch.item)
     if batch.extra_item is not None and batch.extra_pins is not None:
         negatives = model.item_tower(**batch.extra_item)
@@ -206,7 +207,7 @@ def _start(source: ExampleSource, tcfg: TrainConfig) -> _Run:
     )
     log_q = log_sampling_prob(source.log.pin)
     uniform = tcfg.uniform_negatives or tcfg.batch_targets or 1
-    negatives = Negatives.for_source(source, tcfg.negatives, uniform)
+    negatives = Negatives.for_source(source, tcfg.negatives, uniform, tcfg.mask_seen)
     catalogue = catalogue_inputs(source.catalog) if tcfg.negatives == "catalogue" else None
     rng = np.random.default_rng(tcfg.seed)
     averaged = WeightAverage(model, tcfg.weight_average) if tcfg.weight_average > 0 else None

@@ -8,6 +8,7 @@ from model.batches import (
     make_batch,
     make_source,
     pseudo_context,
+    seen_pairs,
 )
 from model.config import ModelConfig
 from model.evaluate import evaluate_targets
@@ -132,3 +133,19 @@ def test_evaluation_of_no_targets_gives_zero_metrics(source):
             "mrr@10": 0.0,
         }
     }
+
+
+def test_seen_pairs_are_each_targets_earlier_pins_in_its_users_log(source):
+    """What the full softmax leaves out (``TrainConfig.mask_seen``): exactly the catalogue
+    columns of the user's events before the target, as evaluation excludes them, never
+    the target's own column."""
+    columns, _ = source.catalog.index_of(source.log.pin)
+    tgt = np.random.default_rng(0).choice(len(source.log), size=40, replace=False)
+    rows, cols = (t.numpy() for t in seen_pairs(source.starts, columns, tgt))
+    for row, t in enumerate(tgt):
+        earlier = set(columns[source.starts[t] : t].tolist()) - {columns[t]}
+        got = cols[rows == row]
+        assert set(got.tolist()) == earlier
+        assert len(got) == np.isin(columns[source.starts[t] : t], list(earlier)).sum()
+    assert (source.log.user[source.starts[tgt]] == source.log.user[tgt]).all()
+    assert len(rows) > 0

@@ -70,3 +70,20 @@ def test_full_softmax_is_cross_entropy_over_the_catalogue():
     columns = torch.tensor([0, 6, 3, 3])
     expected = F.cross_entropy(users @ catalogue.T / 0.5, columns)
     assert torch.allclose(full_softmax_loss(users, catalogue, columns, 0.5), expected)
+
+
+def test_full_softmax_leaves_seen_pins_out_of_each_rows_denominator():
+    users, catalogue = _unit(2, 4, 7), _unit(5, 4, 8)
+    columns = torch.tensor([1, 4])
+    seen = torch.tensor([0, 0, 1]), torch.tensor([0, 3, 2])  # row 0 saw 0 and 3, row 1 saw 2
+    logits = users @ catalogue.T / 0.5
+    by_hand = torch.stack(
+        [
+            F.cross_entropy(logits[0, [1, 2, 4]].unsqueeze(0), torch.tensor([0])),
+            F.cross_entropy(logits[1, [0, 1, 3, 4]].unsqueeze(0), torch.tensor([3])),
+        ]
+    ).mean()
+    masked = full_softmax_loss(users, catalogue, columns, 0.5, seen)
+    assert torch.allclose(masked, by_hand)
+    # fewer terms in each denominator: strictly lower than the unmasked loss
+    assert masked < full_softmax_loss(users, catalogue, columns, 0.5)

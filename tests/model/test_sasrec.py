@@ -9,11 +9,13 @@ import torch
 from model.baselines.sasrec import (
     SASRec,
     SASRecConfig,
+    SeenItems,
     pad_left,
     run_leave_one_out,
     score_histories,
     train_sasrec,
     training_windows,
+    window_spans,
 )
 from model.lake_io import load_lake
 from towerline.importers.movielens import import_movielens
@@ -76,3 +78,25 @@ def test_leave_one_out_on_an_imported_lake(tmp_path: Path) -> None:
     assert set(out["test"]) == {"recall@10", "ndcg@10", "recall@50", "ndcg@50", "mrr@10"}
     # 4 pins, user 1's 3 earlier pins excluded: the target is the only candidate left.
     assert out["test"]["recall@10"] == out["popularity"]["mrr@10"] == 1.0
+
+
+def test_seen_items_of_a_window_target_reach_back_past_the_window() -> None:
+    """``mask_seen``: a target's left-out items are the user's whole earlier history, also
+    the part before its window, never the target itself."""
+    histories = [np.array([3, 4, 5, 6, 7, 8, 9]), np.array([10, 11])]
+    windows = training_windows(histories, maxlen=3, windows="all")
+    seen = SeenItems(np.concatenate(histories), window_spans(histories, 3, "all"))
+    targets = windows[:, 1:]
+    rows, items = seen.pairs(np.arange(len(windows)), targets)
+    got = {int(t): sorted(items[rows == r].tolist()) for r, t in enumerate(targets[targets != 0])}
+    assert got == {
+        4: [3], 5: [3, 4], 6: [3, 4, 5], 7: [3, 4, 5, 6], 8: [3, 4, 5, 6, 7],
+        9: [3, 4, 5, 6, 7, 8], 10: [], 11: [10],
+    }  # fmt: skip
+
+
+def test_masking_seen_items_still_learns_the_planted_order() -> None:
+    cfg = SASRecConfig(**TINY, epochs=30, mask_seen=True)
+    model = train_sasrec(_cycles(64, 6, 9), 6, cfg).model
+    scores = score_histories(model, [np.array([1, 2, 3]), np.array([4, 5])])
+    assert scores[:, 1:].argmax(1).tolist() == [3, 5]  # next items 4 and 6 (0-based 3, 5)

@@ -56,7 +56,7 @@ def train_cmd(
         typer.Option(
             min=1,
             help="Most epochs (early stop with a holdout); default: from the data size "
-            "(~2.5M targets in all, 3 to 30 epochs).",
+            "(~4M targets in all, 3 to 40 epochs).",
         ),
     ] = None,
     batch_size: Annotated[
@@ -101,6 +101,14 @@ def train_cmd(
             "auto: catalogue up to 4,096 pins, else in_batch."
         ),
     ] = TrainConfig().negatives,
+    mask_seen: Annotated[
+        bool,
+        typer.Option(
+            help="With the exact softmax (catalogue): leave the pins of a target's earlier "
+            "events out of its softmax, as evaluation and serving's seen-filter never rank "
+            "them."
+        ),
+    ] = TrainConfig().mask_seen,
     dim: Annotated[int, typer.Option(min=2, help="Embedding dimension of both towers.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and dropout.")] = 0,
     threads: Threads = 1,
@@ -130,6 +138,7 @@ def train_cmd(
         threads=threads,
         progress=progress,
         negatives=negatives,
+        mask_seen=mask_seen,
     )
     overrides = {
         "context_dropout": context_dropout,
