@@ -51,6 +51,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=TrainConfig().weight_average,
         help="decay of the moving average of the weights; 0 = off (its cost per step)",
     )
+    parser.add_argument(
+        "--mask-seen",
+        action=argparse.BooleanOptionalAction,
+        default=TrainConfig().mask_seen,
+        help="leave each target's seen pins out of the exact softmax (its cost per step)",
+    )
     return parser.parse_args(argv)
 
 
@@ -74,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             progress=False,
             negatives=args.negatives,
             weight_average=args.weight_average,
+            mask_seen=args.mask_seen,
         )
         result = train_model(source, tcfg)
         negatives = tcfg.negatives_for(len(source.catalog))
@@ -87,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         "final_loss": round(result.history[-1]["loss"], 4),
         "negatives": negatives,
         "weight_average": args.weight_average,
+        "mask_seen": args.mask_seen,
         **sizes,
         "model": {
             k: v
