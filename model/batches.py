@@ -257,13 +257,18 @@ def _extra_candidates(
     }
 
 
+def ragged(sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``sizes`` (R,) items each, laid end to end -> (row, offset within the row)
+    of every item, both (sum(sizes),) int64."""
+    rows = np.repeat(np.arange(len(sizes)), sizes)
+    return rows, np.arange(len(rows)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+
+
 def seen_pairs(starts: np.ndarray, columns: np.ndarray, tgt: np.ndarray) -> tuple[Tensor, Tensor]:
     """(rows, cols) of the catalogue columns of the events before each target ``tgt``
     (T,) in its user's log (``starts`` (n,), ``columns`` (n,)), the target's own column
     left out: what evaluation and serving's seen-filter never rank."""
-    sizes = tgt - starts[tgt]
-    rows = np.repeat(np.arange(len(tgt)), sizes)
-    events = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    rows, events = ragged(tgt - starts[tgt])
     cols = columns[starts[tgt][rows] + events]
     keep = cols != columns[tgt][rows]
     return torch.from_numpy(rows[keep]), torch.from_numpy(cols[keep])
@@ -307,9 +312,7 @@ def make_batch(
     (``pseudo_context``), ``negatives`` the extra candidates, ``seed`` their random
     choices."""
     start, end = windows.start[ids], windows.end[ids]
-    counts = windows.tgt_hi[ids] - windows.tgt_lo[ids]
-    rows = np.repeat(np.arange(len(ids)), counts)
-    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    rows, offsets = ragged(windows.tgt_hi[ids] - windows.tgt_lo[ids])
     tgt = windows.tgt_lo[ids][rows] + offsets
     src = source.src[tgt]
     positions = np.where(src >= 0, src - start[rows], -1)

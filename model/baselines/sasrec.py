@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from model.batches import ragged
 from model.config import HISTORY_CUTOFFS
 from model.features import history_index
 from model.lake_io import LakeData
@@ -135,20 +136,17 @@ def training_windows(histories: Sequence[np.ndarray], maxlen: int, windows: str)
 
     "last" keeps the paper's single most recent window per user; "all" also cuts the older
     part of a long history into windows (overlapping by one item), so nothing is unused."""
-    chunks = []
-    for h in histories:
-        end = len(h)
-        while end >= 2:
-            chunks.append(h[max(0, end - maxlen - 1) : end])
-            if windows == "last":
-                break
-            end -= maxlen
-    return pad_left(chunks, maxlen + 1)
+    return windows_at(flatten(histories), window_spans(histories, maxlen, windows), maxlen)
+
+
+def flatten(histories: Sequence[np.ndarray]) -> np.ndarray:
+    """Every history, concatenated (int64)."""
+    return np.concatenate(histories).astype(np.int64) if len(histories) else np.zeros(0, np.int64)
 
 
 def window_spans(histories: Sequence[np.ndarray], maxlen: int, windows: str) -> np.ndarray:
-    """(W, 2) int64 per ``training_windows`` row, in the same order: where its user's
-    history starts and where the window ends, as offsets into ``np.concatenate(histories)``."""
+    """(W, 2) int64, one row per training window: where its user's history starts and
+    where the window ends, as offsets into ``flatten(histories)``."""
     spans, offset = [], 0
     for h in histories:
         end = len(h)
@@ -159,6 +157,12 @@ def window_spans(histories: Sequence[np.ndarray], maxlen: int, windows: str) -> 
             end -= maxlen
         offset += len(h)
     return np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+
+
+def windows_at(flat: np.ndarray, spans: np.ndarray, maxlen: int) -> np.ndarray:
+    """The (W, maxlen + 1) windows of ``window_spans`` over ``flat``: the last
+    maxlen + 1 items before each end, never reaching into the previous user's history."""
+    return pad_left([flat[max(start, end - maxlen - 1) : end] for start, end in spans], maxlen + 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,17 +176,11 @@ class SeenItems:
         """(rows, items) to leave out of the softmax of the non-pad targets of windows
         ``idx`` (B,) whose targets are ``targets`` (B, maxlen), rows numbered as
         ``targets[targets != 0]``: every earlier item of the user, the target's own kept."""
-        width = targets.shape[1]
         w, j = np.nonzero(targets)
         user_start, end = self.spans[idx[w], 0], self.spans[idx[w], 1]
-        position = end - width + j  # flat index of the target
-        sizes = position - user_start
-        rows = np.repeat(np.arange(len(w)), sizes)
-        items = self.flat[
-            np.repeat(user_start, sizes)
-            + np.arange(int(sizes.sum()))
-            - np.repeat(np.cumsum(sizes) - sizes, sizes)
-        ]
+        position = end - targets.shape[1] + j  # flat index of the target
+        rows, offsets = ragged(position - user_start)
+        items = self.flat[user_start[rows] + offsets]
         keep = items != targets[w, j][rows]
         return torch.from_numpy(rows[keep]), torch.from_numpy(items[keep])
 
@@ -278,11 +276,9 @@ def train_sasrec(
     gen = torch.Generator().manual_seed(cfg.seed)
     model = SASRec(num_items, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98))
-    data = torch.from_numpy(training_windows(histories, cfg.maxlen, cfg.windows))
-    seen_items = None
-    if cfg.mask_seen and cfg.loss == "ce":
-        flat = np.concatenate(histories) if len(histories) else np.zeros(0, np.int64)
-        seen_items = SeenItems(flat, window_spans(histories, cfg.maxlen, cfg.windows))
+    flat, spans = flatten(histories), window_spans(histories, cfg.maxlen, cfg.windows)
+    data = torch.from_numpy(windows_at(flat, spans, cfg.maxlen))
+    seen_items = SeenItems(flat, spans) if cfg.mask_seen and cfg.loss == "ce" else None
     best_metric, best_epoch, best_state = -1.0, 0, _snapshot(model)
     history, stale, seconds = [], 0, 0.0
     for epoch in range(1, cfg.epochs + 1):
