@@ -148,12 +148,21 @@ def sorted_log(tables: Iterable[pa.Table]) -> EventLog:
     return EventLog(user[order], pin[order], action[order], ts_ms[order] // 1000)
 
 
+@dataclasses.dataclass(frozen=True)
+class EncodedUsers:
+    """The states of U users and what they were encoded from."""
+
+    users: np.ndarray  # (U,) int64 ids
+    hidden: np.ndarray  # (U, d) float32
+    lengths: np.ndarray  # (U,) int32 events encoded (<= max_len)
+    last_event_ts_ms: np.ndarray  # (U,) int64 time of each user's newest event
+
+
 @torch.inference_mode()
 def encode_users(
     encoder: SequenceEncoder, log: EventLog, pins: PinTable, max_len: int, batch_size: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sorted log of U users -> user ids (U,) int64, hidden (U, d) float32, history
-    lengths (U,) int32 (events encoded, <= ``max_len``).
+) -> EncodedUsers:
+    """Sorted log of U users -> their states (``EncodedUsers``).
 
     Users are batched by decreasing length so a batch pads to its own longest row, not to
     ``max_len``; causal attention makes the padding irrelevant to the state."""
@@ -166,20 +175,20 @@ def encode_users(
         rows = order[first : first + batch_size]
         inputs = build_encoder_inputs(events, starts[rows], ends[rows], max_len)
         hidden[rows] = encode_states(encoder, **inputs.tensors()).numpy()
-    return users, hidden, lengths.astype(np.int32)
+    last_ms = log.ts[ends - 1].astype(np.int64) * 1000  # the log holds whole seconds
+    return EncodedUsers(users, hidden, lengths.astype(np.int32), last_ms)
 
 
-def states_table(
-    users: np.ndarray, hidden: np.ndarray, lengths: np.ndarray, version: str, event_ms: int
-) -> pa.Table:
-    """(U,) ids, (U, d) states, (U,) lengths -> U rows of ``USER_HISTORY_STATE``."""
-    n, d = hidden.shape
+def states_table(encoded: EncodedUsers, version: str, event_ms: int) -> pa.Table:
+    """Encoded users -> U rows of ``USER_HISTORY_STATE``."""
+    n, d = encoded.hidden.shape
     offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
     columns = [
-        pa.array(users, pa.int64()),
+        pa.array(encoded.users, pa.int64()),
         pa.repeat(pa.scalar(version, pa.string()), n),
-        pa.ListArray.from_arrays(offsets, pa.array(hidden.reshape(-1), pa.float32())),
-        pa.array(lengths, pa.int32()),
+        pa.ListArray.from_arrays(offsets, pa.array(encoded.hidden.reshape(-1), pa.float32())),
+        pa.array(encoded.lengths, pa.int32()),
+        pa.array(encoded.last_event_ts_ms, pa.int64()),
         pa.array(np.full(n, event_ms, dtype=np.int64), TS),
     ]
     return pa.Table.from_arrays(columns, schema=USER_HISTORY_STATE)
@@ -197,8 +206,7 @@ def encode_shard(
 ) -> pa.Table:
     """COMPACT tables of one shard -> one state row per user, sorted by user_id."""
     log = sorted_log(tables)
-    users, hidden, lengths = encode_users(encoder, log, pins, max_len, batch_size)
-    return states_table(users, hidden, lengths, version, event_ms)
+    return states_table(encode_users(encoder, log, pins, max_len, batch_size), version, event_ms)
 
 
 def end_of_day_ms(day: dt.date) -> int:

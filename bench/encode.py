@@ -138,7 +138,8 @@ def run_raw(lake: Path, registry: Path, batch_size: int) -> tuple[dict, np.ndarr
     pins, encoder = read_pins(lake), load_encoder(registry)
     read_s = time.perf_counter() - start
     start, cpu_start = time.perf_counter(), time.process_time()
-    users, hidden, _ = encode_users(encoder, log, pins, encoder.cfg.max_len, batch_size)
+    encoded = encode_users(encoder, log, pins, encoder.cfg.max_len, batch_size)
+    users, hidden = encoded.users, encoded.hidden
     loop_s, cpu_s = time.perf_counter() - start, time.process_time() - cpu_start
     timings = {
         "raw_read_s": round(read_s, 2),

@@ -237,6 +237,7 @@ def user_tables(n: int, d_model: int, pins: int, version: str, rng: np.random.Ge
                     pa.list_(pa.float32())
                 ),  # fmt: skip
                 "history_len": rng.integers(1, 200, n).astype(np.int32),
+                "last_event_ts_ms": rng.integers(0, 2**40, n),
                 "event_timestamp": stamp,
             }
         ),
@@ -548,7 +549,8 @@ def inprocess_breakdown(root: Path, store, args: argparse.Namespace, iterations:
         timed("online_history_1", reader.read, "user_history_state", [{"user_id": u, "model_version": version}])  # fmt: skip
         timed("online_profile_1", reader.read, "user_profile", [{"user_id": u}])
         timed("online_subject_1", reader.read, "pin_profile", [{"pin_id": p}])
-        users = timed("read_users_1", read_users, reader, version, [u], tower.cfg, empty)
+        now_ms = int(time.time() * 1000)
+        users = timed("read_users_1", read_users, reader, version, [u], tower.cfg, empty, now_ms)
         subjects = timed("read_subjects_1", read_subjects, reader, [p])
         vector = timed("tower_1", forward, tower, users, subjects)
         seen = users.seen[0]

@@ -57,6 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=TrainConfig().mask_seen,
         help="leave each target's seen pins out of the exact softmax (its cost per step)",
     )
+    parser.add_argument(
+        "--request-gap",
+        action=argparse.BooleanOptionalAction,
+        default=ModelConfig().request_gap,
+        help="the request gap in the online tower's context (its cost per step)",
+    )
     return parser.parse_args(argv)
 
 
@@ -69,7 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         generate(world, Path(tmp), progress=False)
         started = time.perf_counter()
         data = load_lake(Path(tmp))
-        cfg = ModelConfig.for_data(len(data.catalog), data.catalog.max_interest_id)
+        cfg = ModelConfig.for_data(
+            len(data.catalog), data.catalog.max_interest_id, request_gap=args.request_gap
+        )
         source = make_source(data.offsite, data.catalog, data.engagements, data.users, cfg)
         prepare_s = time.perf_counter() - started
         tcfg = TrainConfig(
@@ -95,6 +103,7 @@ def main(argv: list[str] | None = None) -> None:
         "negatives": negatives,
         "weight_average": args.weight_average,
         "mask_seen": args.mask_seen,
+        "request_gap": args.request_gap,
         **sizes,
         "model": {
             k: v

@@ -114,6 +114,12 @@ def _history_state_fv(lake: str) -> FeatureView:
                 dtype=Int32,
                 description="Offsite events the state was encoded from (0 = cold start).",
             ),
+            Field(
+                name="last_event_ts_ms",
+                dtype=Int64,
+                description="Time of the newest event the state was encoded from (ms, "
+                "whole seconds): the online tower's request gap starts there.",
+            ),
         ],
         source=_parquet_source(
             "user_history_state_source",

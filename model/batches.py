@@ -112,14 +112,19 @@ def log_sampling_prob(pins: np.ndarray) -> np.ndarray:
     return np.log(counts[inverse] / max(len(pins), 1)).astype(np.float32)
 
 
-def user_context(source: ExampleSource, user: np.ndarray, ts: np.ndarray) -> dict[str, Tensor]:
-    """The per-user part of the context for Q queries: demographics (Q, 4) and the last
-    N engagements strictly before ``ts`` (Q, N)."""
+def user_context(source: ExampleSource, events: np.ndarray) -> dict[str, Tensor]:
+    """The per-user part of the context of Q events (Q,) as queries: demographics (Q, 4),
+    the last N engagements strictly before each (Q, N), and the seconds from the newest
+    event of its history state to it (Q,), -1 where the state is empty."""
+    log = source.log
+    user, ts, src = log.user[events], log.ts[events], source.src[events]
     rt_pins, rt_mask = source.recent.last_n(user, ts, source.cfg.realtime_len)
+    since = np.where(src >= 0, ts - log.ts[np.maximum(src, 0)], -1)
     return {
         "demographics": torch.from_numpy(source.users.lookup(user)),
         "realtime_pin_ids": torch.from_numpy(rt_pins),
         "realtime_mask": torch.from_numpy(rt_mask),
+        "since_last_s": torch.from_numpy(since.astype(np.int64)),
     }
 
 
@@ -326,7 +331,7 @@ def make_batch(
         encoder=enc.tensors(),
         rows=torch.from_numpy(rows),
         positions=torch.from_numpy(positions),
-        context=context_inputs(*subject, user_context(source, log.user[tgt], log.ts[tgt])),
+        context=context_inputs(*subject, user_context(source, tgt)),
         item={
             "pin_ids": torch.from_numpy(log.pin[tgt]),
             "interest_ids": torch.from_numpy(ids3),

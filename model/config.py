@@ -76,6 +76,11 @@ class ModelConfig:
     # A linear path beside each tower's output MLP: the user embedding adds a projection of
     # the history state, the item embedding its id embedding (both before normalising).
     residual_heads: bool = False
+    # The request's recency as context: the seconds from the newest event in the history
+    # state to the request, in log2 buckets (``model.towers.gap_buckets``). It tells a
+    # request in the same session as the last event from one days later, which the state
+    # cannot know; README, "Retrieval quality", measures it.
+    request_gap: bool = True
 
     def __post_init__(self) -> None:
         if self.history_cutoff not in HISTORY_CUTOFFS:
@@ -98,6 +103,8 @@ class ModelConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ModelConfig:
         known = {f.name for f in dataclasses.fields(cls)}
+        # Versions saved before the request gap existed have no table for it.
+        data = {"request_gap": False, **data}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -56,8 +56,7 @@ def user_embeddings(
     src = source.src[targets]
     enc = build_encoder_inputs(source.seq, source.starts[targets], src + 1, source.cfg.max_len)
     state = model.encoder(**enc.tensors())
-    log = source.log
-    user_part = user_context(source, log.user[targets], log.ts[targets])
+    user_part = user_context(source, targets)
     subject = source.subject_ids[targets], source.subject_conf[targets]
     with_ctx = context_inputs(*subject, user_part)
     return {

@@ -36,6 +36,16 @@ def interest_rows(raw: Tensor, vocab: int) -> Tensor:
     return torch.where(raw == PAD_INTEREST, 0, torch.where(unknown, 1, rows))
 
 
+GAP_BUCKETS = 33  # log2 buckets 0..31 of the request gap in seconds, 32 = no history state
+
+
+def gap_buckets(seconds: Tensor) -> Tensor:
+    """(B,) int64 seconds from the state's newest event to the request (-1: no state) ->
+    bucket ``floor(log2(1 + s))``, capped at 31 (~68 years), and 32 for no state."""
+    log2 = torch.floor(torch.log2(1.0 + seconds.clamp(min=0).to(torch.float64)))
+    return torch.where(seconds < 0, GAP_BUCKETS - 1, log2.to(torch.int64).clamp(max=31))
+
+
 def drop_rows(x: Tensor, p: float, training: bool) -> Tensor:
     """Zero whole vectors (last dim) with probability ``p`` in training. No rescaling: a
     kept vector then looks exactly like at inference, and a dropped one like "absent"."""
@@ -150,7 +160,8 @@ class SequenceEncoder(nn.Module):
 
 
 class ContextLayer(nn.Module):
-    """Request context -> (B, 3 * context_dim): [subject pin | demographics | realtime].
+    """Request context -> (B, 3 * context_dim): [subject pin | demographics + request gap |
+    realtime].
 
     In training the whole context vector of an example is zeroed with probability
     ``context_dropout`` (the subject part is a pseudo-context then, see
@@ -167,8 +178,10 @@ class ContextLayer(nn.Module):
         self.country = nn.Embedding(cfg.country_buckets, c)
         self.segment = nn.Embedding(cfg.segment_buckets, c)
         self.realtime = HashedIdEmbedding(cfg.pin_buckets, c)
-        for table in (self.age, self.gender, self.country, self.segment):
-            nn.init.normal_(table.weight, std=0.05)
+        self.gap = nn.Embedding(GAP_BUCKETS, c) if cfg.request_gap else None
+        for table in (self.age, self.gender, self.country, self.segment, self.gap):
+            if table is not None:
+                nn.init.normal_(table.weight, std=0.05)
 
     def forward(
         self,
@@ -177,13 +190,18 @@ class ContextLayer(nn.Module):
         demographics: Tensor,
         realtime_pin_ids: Tensor,
         realtime_mask: Tensor,
+        since_last_s: Tensor,
     ) -> Tensor:
         """(B, 3) int64 + (B, 3) float32 subject interests (pin_profile), (B, 4) int64
         demographics (user_profile codes), (B, N) int64 pins + (B, N) bool mask
-        (user_realtime_seq) -> (B, 3 * context_dim)."""
+        (user_realtime_seq), (B,) int64 seconds from the history state's newest event to
+        the request (-1: no state; ignored by versions without ``request_gap``) ->
+        (B, 3 * context_dim)."""
         subject = self.subject(subject_interest_ids, subject_interest_conf)
         demo = self.age(demographics[:, 0]) + self.gender(demographics[:, 1])
         demo = demo + self.country(demographics[:, 2]) + self.segment(demographics[:, 3])
+        if self.gap is not None:
+            demo = demo + self.gap(gap_buckets(since_last_s))
         recent = drop_rows(self.realtime(realtime_pin_ids), self.cfg.id_dropout, self.training)
         weight = realtime_mask.to(recent.dtype).unsqueeze(-1)
         pooled = (recent * weight).sum(1) / weight.sum(1).clamp(min=1.0)
@@ -228,6 +246,7 @@ class OnlineTower(nn.Module):
         demographics: Tensor,
         realtime_pin_ids: Tensor,
         realtime_mask: Tensor,
+        since_last_s: Tensor,
     ) -> Tensor:
         """(B, d_model) cached state + ``ContextLayer`` inputs -> (B, dim) user embedding."""
         context = self.context(
@@ -236,6 +255,7 @@ class OnlineTower(nn.Module):
             demographics,
             realtime_pin_ids,
             realtime_mask,
+            since_last_s,
         )
         return self.head(hidden_state, context)
 

@@ -58,6 +58,9 @@ USER_HISTORY_STATE = pa.schema(
         pa.field("model_version", pa.string(), nullable=False),
         pa.field("hidden", pa.list_(pa.float32()), nullable=False),
         pa.field("history_len", pa.int32(), nullable=False),
+        # The newest event the state was encoded from (whole seconds, in ms): serving's
+        # request gap (ModelConfig.request_gap) is the time from it to the request.
+        pa.field("last_event_ts_ms", pa.int64(), nullable=False),
         pa.field("event_timestamp", TS, nullable=False),
     ]
 )

@@ -39,6 +39,9 @@ class UserInputs:
     demographics: np.ndarray  # (B, 4) int64; 0 = unknown
     realtime_pins: np.ndarray  # (B, N) int64, oldest first, right-aligned
     realtime_mask: np.ndarray  # (B, N) bool
+    # Seconds from the state's newest event to the request; -1 without a state, or for a
+    # state row written before the field existed (read as "no history", as in training).
+    since_last_s: np.ndarray  # (B,) int64
     seen: list[np.ndarray]  # per user: every pin of its real-time sequence
 
 
@@ -52,7 +55,7 @@ class SubjectInputs:
 
 
 # Only what the online tower and the rules read: fewer fields fetched and decoded.
-_HISTORY = ("hidden",)
+_HISTORY = ("hidden", "last_event_ts_ms")
 _REALTIME = ("pin_ids",)
 _SUBJECT = ("interest_ids", "interest_confidences")
 
@@ -64,9 +67,10 @@ def read_inputs(
     subject_pins: Sequence[int | None],
     cfg: ModelConfig,
     empty_state: np.ndarray,
+    now_ms: int,
 ) -> tuple[UserInputs, SubjectInputs]:
     """``read_users`` and ``read_subjects`` of one batch in one ``read_many`` (one round
-    trip on Redis)."""
+    trip on Redis), for requests at ``now_ms``."""
     keys = [{"user_id": int(u), "model_version": version} for u in user_ids]
     users = [{"user_id": int(u)} for u in user_ids]
     asked = _asked(subject_pins)
@@ -79,7 +83,7 @@ def read_inputs(
         ]
     )
     return (
-        _users(history, profiles, realtime, cfg, empty_state),
+        _users(history, profiles, realtime, cfg, empty_state, now_ms),
         _subjects(subject_pins, asked, pins),
     )
 
@@ -90,9 +94,11 @@ def read_users(
     user_ids: Sequence[int],
     cfg: ModelConfig,
     empty_state: np.ndarray,
+    now_ms: int,
 ) -> UserInputs:
     """History state of ``version``, profile and real-time sequence of each user."""
-    return read_inputs(reader, version, user_ids, [None] * len(user_ids), cfg, empty_state)[0]
+    none = [None] * len(user_ids)
+    return read_inputs(reader, version, user_ids, none, cfg, empty_state, now_ms)[0]
 
 
 def read_subjects(reader: OnlineReader, pin_ids: Sequence[int | None]) -> SubjectInputs:
@@ -112,10 +118,13 @@ def _users(
     realtime: list[Any],
     cfg: ModelConfig,
     empty_state: np.ndarray,
+    now_ms: int,
 ) -> UserInputs:
     hidden, has_state = _states([r and r.get("hidden") for r in history], empty_state)
+    since = _since_last_s([r and r.get("last_event_ts_ms") for r in history], has_state, now_ms)
     pins, mask, seen = _realtime([r and r.get("pin_ids") for r in realtime], cfg.realtime_len)
-    return UserInputs(hidden, has_state, _demographics(profiles, cfg), pins, mask, seen)
+    demographics = _demographics(profiles, cfg)
+    return UserInputs(hidden, has_state, demographics, pins, mask, since, seen)
 
 
 def _subjects(pin_ids: Sequence[int | None], asked: list[int], rows: list[Any]) -> SubjectInputs:
@@ -147,6 +156,14 @@ def _states(values: list[Any], empty_state: np.ndarray) -> tuple[np.ndarray, np.
     if has.any():
         hidden[has] = np.asarray([v for v, h in zip(values, has, strict=True) if h], np.float32)
     return hidden, has
+
+
+def _since_last_s(newest_ms: list[Any], has_state: np.ndarray, now_ms: int) -> np.ndarray:
+    """(B,) seconds from each state's newest event to ``now_ms``; -1 where unknown. A
+    clock behind the state's event reads as 0, not as a negative gap."""
+    known = has_state & np.array([t is not None for t in newest_ms], bool)
+    newest = np.array([t if t is not None else 0 for t in newest_ms], np.int64)
+    return np.where(known, np.maximum(now_ms - newest, 0) // 1000, -1).astype(np.int64)
 
 
 def _realtime(values: list[Any], n: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

@@ -67,6 +67,7 @@ def forward(tower: Tower, users: UserInputs, subjects: SubjectInputs) -> np.ndar
             torch.from_numpy(users.demographics),
             torch.from_numpy(users.realtime_pins),
             torch.from_numpy(users.realtime_mask),
+            torch.from_numpy(users.since_last_s),
         ).numpy()
 
 
@@ -88,8 +89,9 @@ class Retriever:
         t0 = time.perf_counter()
         tower = served.tower
         empty = tower.empty_state.numpy()
+        now_ms = int(time.time() * 1000)  # the request time the gap is measured to
         users, subjects = read_inputs(
-            self.reader, served.model_version, user_ids, subject_pins, tower.cfg, empty
+            self.reader, served.model_version, user_ids, subject_pins, tower.cfg, empty, now_ms
         )
         t1 = time.perf_counter()
         vectors = forward(tower, users, subjects)

@@ -126,6 +126,7 @@ def trace_online(online: OnlineTower, cfg: ModelConfig) -> torch.jit.ScriptModul
         torch.zeros(b, 4, dtype=torch.int64),
         torch.zeros(b, n, dtype=torch.int64),
         torch.zeros(b, n, dtype=torch.bool),
+        torch.full((b,), -1, dtype=torch.int64),
     )
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore", DeprecationWarning)

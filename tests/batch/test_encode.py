@@ -40,7 +40,7 @@ from model.lake_io import Window, read_events, read_pins
 from schemas.lake import LakeError, partitions, read_partition
 from towerline.cli.batch_encode import batch_encode_cmd
 from towerline.cli.options import BEAM_CONTEXT
-from towerline.core.contracts import CONVERSION_ACTIONS
+from towerline.core.contracts import CONVERSION_ACTIONS, USER_HISTORY_STATE, VIEW_FEATURES
 
 END = dt.date(2025, 6, 30)
 PREVIOUS = END - dt.timedelta(days=1)
@@ -65,8 +65,8 @@ def store(encode_store: feast.FeatureStore) -> feast.FeatureStore:
 
 
 def reference_states(lake: Path, registry: Path, version: str, day: dt.date) -> dict:
-    """user_id -> (hidden (d,), history_len) the model's own way: its lake reader, its
-    feature builder and one plain forward pass, no Beam."""
+    """user_id -> (hidden (d,), history_len, newest event ms) the model's own way: its lake
+    reader, its feature builder and one plain forward pass, no Beam."""
     encoder = load_encoder(registry, version)
     first = partitions(lake, "offsite_conversions")[0]
     log = read_events(lake, "offsite_conversions", Window(first, day), CONVERSION_ACTIONS)
@@ -76,7 +76,9 @@ def reference_states(lake: Path, registry: Path, version: str, day: dt.date) -> 
     )
     with torch.inference_mode():
         hidden = encoder(**inputs.tensors()).numpy()
-    return {int(u): (h, int(n)) for u, h, n in zip(users, hidden, inputs.lengths, strict=True)}
+    last_ms = log.ts[ends - 1] * 1000
+    rows = zip(users, hidden, inputs.lengths, last_ms, strict=True)
+    return {int(u): (h, int(n), int(t)) for u, h, n, t in rows}
 
 
 def config(lake: Path, registry: Path, day: dt.date = END, **kwargs) -> EncodeConfig:
@@ -90,12 +92,21 @@ def offline(lake: Path, day: dt.date) -> pa.Table:
 def online(store: feast.FeatureStore, version: str, users: list[int]) -> dict:
     rows = [{"user_id": u, "model_version": version} for u in users]
     return store.get_online_features(
-        features=[HIDDEN_REF, "user_history_state:history_len"], entity_rows=rows
+        features=[
+            HIDDEN_REF,
+            "user_history_state:history_len",
+            "user_history_state:last_event_ts_ms",
+        ],
+        entity_rows=rows,
     ).to_dict(include_event_timestamps=True)
 
 
+FEATURES = len(VIEW_FEATURES[USER_HISTORY_STATE])
+
+
 def online_table_counts(feast_dir: Path) -> tuple[int, int]:
-    """(distinct entity keys, rows) of the SQLite table of user_history_state."""
+    """(distinct entity keys, rows) of the SQLite table of user_history_state (one row per
+    key and feature)."""
     with sqlite3.connect(feast_dir / "online.db") as db:
         (name,) = db.execute(
             "SELECT name FROM sqlite_master WHERE name LIKE '%user_history_state%'"
@@ -137,14 +148,15 @@ def test_encode_users_transform_matches_the_plain_encoder(
         if [r["user_id"] for r in rows] != sorted(expected):
             raise BeamAssertException("not exactly one state per user")
         for row in rows:
-            hidden, length = expected[row["user_id"]]
-            if row["history_len"] != length or not np.allclose(row["hidden"], hidden, atol=1e-5):
+            hidden, length, newest = expected[row["user_id"]]
+            same = row["history_len"] == length and row["last_event_ts_ms"] == newest
+            if not same or not np.allclose(row["hidden"], hidden, atol=1e-5):
                 raise BeamAssertException(f"user {row['user_id']} differs from the reference")
 
     with BeamTestPipeline(argv=IN_MEMORY) as p:
         states = p | beam.Create(tables) | EncodeUsers(spec, shards=4)
         assert_that(states, matches)
-    lengths = [n for _, n in expected.values()]
+    lengths = [n for _, n, _ in expected.values()]
     assert max(lengths) == spec.max_len and min(lengths) < spec.max_len  # the cut is exercised
     # The spilled shuffle wrote one file per input table; the in-memory one none.
     assert len(list(tmp_path.glob("*.arrow"))) == (len(tables) if spilled else 0)
@@ -161,11 +173,15 @@ def test_encode_writes_one_row_per_user_and_version_offline_and_online(
     assert set(rows["model_version"].to_pylist()) == {"v1"}
     end_ms = int(dt.datetime(2025, 7, 1, tzinfo=dt.UTC).timestamp() * 1000)
     assert set(rows["event_timestamp"].cast(pa.int64()).to_pylist()) == {end_ms}
-    assert online_table_counts(encode_feast_dir) == (len(expected), 2 * len(expected))
+    assert online_table_counts(encode_feast_dir) == (len(expected), FEATURES * len(expected))
     users = rows["user_id"].to_pylist()
     got = online(store, "v1", users)
     assert np.allclose(np.array(got["hidden"]), np.stack(rows["hidden"].to_numpy(False)))
     assert got["history_len"] == rows["history_len"].to_pylist()
+    # The request gap's start: each user's newest event, offline and online.
+    newest = [expected[u][2] for u in users]
+    assert got["last_event_ts_ms"] == rows["last_event_ts_ms"].to_pylist() == newest
+    assert len(set(newest)) > 1
     assert hidden_files(lake) == [".lock-dt=2025-06-30-v1"]
 
 
@@ -179,7 +195,7 @@ def test_rerun_is_idempotent_across_direct_runner_modes(
     assert offline(lake, END).equals(first)
     again = sorted(p.name for p in (lake / "user_history_state/dt=2025-06-30/v2").iterdir())
     assert again == files
-    assert online_table_counts(encode_feast_dir) == (first.num_rows, 2 * first.num_rows)
+    assert online_table_counts(encode_feast_dir) == (first.num_rows, FEATURES * first.num_rows)
     got = online(store, "v2", first["user_id"].to_pylist())
     assert np.allclose(np.array(got["hidden"]), np.stack(first["hidden"].to_numpy(False)))
 
@@ -257,9 +273,10 @@ def test_cli_passes_pipeline_options_after_the_double_dash(lake: Path, registry:
 
 
 def test_verify_staging_refuses_a_user_twice_or_a_wrong_count(tmp_path: Path) -> None:
-    states = ops.states_table(
-        np.array([1, 2]), np.zeros((2, 4), np.float32), np.array([3, 1]), "v1", 0
+    encoded = ops.EncodedUsers(
+        np.array([1, 2]), np.zeros((2, 4), np.float32), np.array([3, 1]), np.array([5, 9])
     )
+    states = ops.states_table(encoded, "v1", 0)
     out.write_part(tmp_path, 0, states)
     assert out.verify_staging(tmp_path, 2) == 2
     with pytest.raises(out.EncodeOutputError, match="pipeline encoded 3"):

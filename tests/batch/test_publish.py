@@ -38,6 +38,7 @@ def write_states(lake: Path, version: str, store: feast.FeatureStore | None = No
             "model_version": [version] * len(USERS),
             "hidden": [[0.1 * u, -0.1] for u in USERS],
             "history_len": pa.array([3] * len(USERS), pa.int32()),
+            "last_event_ts_ms": [1_000] * len(USERS),
             "event_timestamp": [NOW] * len(USERS),
         }
     ).cast(USER_HISTORY_STATE)

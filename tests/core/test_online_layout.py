@@ -107,6 +107,7 @@ def write_rows(store: feast.FeatureStore, users: int = USERS) -> None:
             "model_version": [version] * n,
             "hidden": [[float(u), 0.5] for u in range(n)],
             "history_len": pa.array([u + (version == "v2") for u in range(n)], pa.int32()),
+            "last_event_ts_ms": [1_000 * u for u in range(n)],
             "event_timestamp": [ts(state_time(version))] * n,
         }
         write_online(store, "user_history_state", pa.table(state))

@@ -169,6 +169,7 @@ def test_stream_and_batch_views_take_batched_writes(tmp_path: Path, project: str
         "model_version": ["v1", "v2"],
         "hidden": [[0.5, -0.5], [1.0, 0.0]],
         "history_len": pa.array([3, 4], pa.int32()),
+        "last_event_ts_ms": [5_000, 7_000],
         "event_timestamp": [NOW, NOW],
     }
     assert write_online(store, "user_history_state", pa.table(state)) == 2
@@ -183,9 +184,10 @@ def test_stream_and_batch_views_take_batched_writes(tmp_path: Path, project: str
         [["CLICK", "SAVE"]],
         [2.0],
     )
-    refs = ["user_history_state:hidden", "user_history_state:history_len"]
+    refs = [f"user_history_state:{f}" for f in ("hidden", "history_len", "last_event_ts_ms")]
     got = read_online(store, refs, [{"user_id": 1, "model_version": "v2"}])
-    assert (got["hidden"], got["history_len"]) == ([[1.0, 0.0]], [4])
+    want = {"hidden": [[1.0, 0.0]], "history_len": [4], "last_event_ts_ms": [7_000]}
+    assert {k: got[k] for k in want} == want
 
 
 def test_every_view_is_documented_and_tagged(tmp_path: Path, project: str) -> None:

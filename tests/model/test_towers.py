@@ -7,6 +7,7 @@ from model.towers import (
     ItemTower,
     OnlineTower,
     SequenceEncoder,
+    gap_buckets,
     hash_buckets,
     interest_rows,
 )
@@ -38,6 +39,7 @@ def _context(b=3, seed=0):
         "demographics": torch.randint(0, 4, (b, 4), generator=g),
         "realtime_pin_ids": torch.randint(1, 10**6, (b, 4), generator=g),
         "realtime_mask": torch.rand(b, 4, generator=g) > 0.3,
+        "since_last_s": torch.randint(-1, 10**7, (b,), generator=g),
     }
 
 
@@ -98,3 +100,23 @@ def test_pseudo_context_dropout_is_active_in_training_and_off_at_inference():
     zero = torch.zeros(3, 3 * cfg.context_dim)
     with torch.no_grad():  # "no context" = the dropped (zero) vector
         assert torch.allclose(online.without_context(state), online.head(state, zero))
+
+
+def test_request_gap_buckets_are_log2_seconds_with_one_for_no_state():
+    seconds = torch.tensor([-1, 0, 1, 2, 3, 59, 60, 3600, 86_400, 2**40])
+    assert gap_buckets(seconds).tolist() == [32, 0, 1, 1, 2, 5, 5, 11, 16, 31]
+
+
+def test_the_request_gap_moves_the_user_embedding_only_where_the_config_has_it():
+    state = torch.randn(3, CFG.d_model)
+    ctx = _context()
+    later = {**ctx, "since_last_s": ctx["since_last_s"].clamp(min=0) + 10**6}
+    with torch.no_grad():
+        on = OnlineTower(CFG).eval()
+        assert not torch.allclose(on(state, **ctx), on(state, **later))
+        off = OnlineTower(ModelConfig(**{**CFG.to_json(), "request_gap": False})).eval()
+        assert torch.equal(off(state, **ctx), off(state, **later))
+    # A version saved before the gap existed has no table for it, and loads as such.
+    saved = {k: v for k, v in CFG.to_json().items() if k != "request_gap"}
+    assert ModelConfig.from_json(saved).request_gap is False
+    assert ModelConfig.from_json(CFG.to_json()).request_gap is True

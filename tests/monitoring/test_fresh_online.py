@@ -52,6 +52,7 @@ def fill(store: feast.FeatureStore) -> None:
     write_online(store, "user_history_state", pa.table({
         "user_id": even, "model_version": ["v1"] * len(even),
         "hidden": [[0.1, 0.2]] * len(even), "history_len": pa.array([3] * len(even), pa.int32()),
+        "last_event_ts_ms": [_ms(newest)] * len(even),
         "event_timestamp": [NOW - dt.timedelta(hours=12)] * len(even),
     }))  # fmt: skip
 

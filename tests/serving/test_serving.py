@@ -47,6 +47,9 @@ def offline_embedding(world: World, version: str, user: int, subject: int | None
     else:
         ids, conf = pins.lookup(np.array([subject]))
     demo = read_users(world.lake, cfg).lookup(np.array([user]))
+    # Served at wall-clock time, ~a year after the world's last day: the gap's log2
+    # bucket is the same for the request a moment later.
+    since = (int(time.time() * 1000) - row[0]["last_event_ts_ms"]) // 1000 if row else -1
     n = cfg.realtime_len
     rt = np.zeros((1, n), np.int64)
     mask = np.zeros((1, n), bool)
@@ -61,6 +64,7 @@ def offline_embedding(world: World, version: str, user: int, subject: int | None
             torch.from_numpy(demo),
             torch.from_numpy(rt),
             torch.from_numpy(mask),
+            torch.tensor([since]),
         )
     return out.numpy()[0]
 

@@ -13,7 +13,7 @@ from model.config import ModelConfig
 from model.tables import encode_demographics
 from model.towers import OnlineTower
 from serving.app import retrieve_body
-from serving.features import _demographics
+from serving.features import _demographics, _since_last_s
 from serving.retrieve import Answer
 from serving.versions import trace_online
 from towerline.core.contracts import AGE_BUCKETS, GENDERS, USER_PROFILE, VIEW_FEATURES
@@ -75,9 +75,18 @@ def test_the_traced_tower_equals_the_module(batch: int) -> None:
         torch.randint(0, 4, (batch, 4), generator=g),
         torch.randint(1, 10**6, (batch, n), generator=g),
         torch.rand(batch, n, generator=g) > 0.5,
+        torch.randint(-1, 10**7, (batch,), generator=g),
     )
     with torch.inference_mode(), torch.jit.optimized_execution(False):
         got = traced(*inputs)
     with torch.inference_mode():
         want = tower(*inputs)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_the_request_gap_is_seconds_from_the_states_newest_event() -> None:
+    has_state = np.array([True, True, True, False])
+    newest = [10_000, None, 99_000, 5_000]  # None: a row written before the field existed
+    got = _since_last_s(newest, has_state, now_ms=70_500)
+    # 60.5 s -> 60; unknown -> -1; a clock behind the state -> 0; no state -> -1
+    assert got.tolist() == [60, -1, 0, -1] and got.dtype == np.int64

@@ -109,6 +109,14 @@ def train_cmd(
             "them."
         ),
     ] = TrainConfig().mask_seen,
+    request_gap: Annotated[
+        bool,
+        typer.Option(
+            help="Give the online tower the request gap: the seconds from the newest event "
+            "in the user's history state to the request (log2 buckets); serving reads it "
+            "from user_history_state.last_event_ts_ms."
+        ),
+    ] = ModelConfig().request_gap,
     dim: Annotated[int, typer.Option(min=2, help="Embedding dimension of both towers.")] = 64,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, shuffling and dropout.")] = 0,
     threads: Threads = 1,
@@ -146,6 +154,7 @@ def train_cmd(
         "dim": dim,
         "history_cutoff": history_cutoff,
         "subject_pin": subject_pin,
+        "request_gap": request_gap,
     }
     summary = run_train(
         lake,

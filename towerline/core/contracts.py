@@ -34,7 +34,7 @@ PIN_PROFILE = "pin_profile"
 USER_REALTIME_SEQ = "user_realtime_seq"
 PIN_ENGAGEMENT = "pin_engagement"
 VIEW_FEATURES: dict[str, tuple[str, ...]] = {
-    USER_HISTORY_STATE: ("hidden", "history_len"),
+    USER_HISTORY_STATE: ("hidden", "history_len", "last_event_ts_ms"),
     USER_PROFILE: ("age_bucket", "gender", "country", "segment"),
     PIN_PROFILE: ("interest_ids", "interest_confidences", "image_signature"),
     USER_REALTIME_SEQ: ("pin_ids", "event_ts_ms", "actions", "updated_ts_ms"),
