@@ -111,12 +111,14 @@ def test_the_request_gap_moves_the_user_embedding_only_where_the_config_has_it()
     state = torch.randn(3, CFG.d_model)
     ctx = _context()
     later = {**ctx, "since_last_s": ctx["since_last_s"].clamp(min=0) + 10**6}
+    with_gap = ModelConfig(**{**CFG.to_json(), "request_gap": True})
     with torch.no_grad():
-        on = OnlineTower(CFG).eval()
+        on = OnlineTower(with_gap).eval()
         assert not torch.allclose(on(state, **ctx), on(state, **later))
         off = OnlineTower(ModelConfig(**{**CFG.to_json(), "request_gap": False})).eval()
         assert torch.equal(off(state, **ctx), off(state, **later))
+    assert [k for k in on.state_dict() if k not in off.state_dict()] == ["context.gap.weight"]
     # A version saved before the gap existed has no table for it, and loads as such.
-    saved = {k: v for k, v in CFG.to_json().items() if k != "request_gap"}
+    saved = {k: v for k, v in with_gap.to_json().items() if k != "request_gap"}
     assert ModelConfig.from_json(saved).request_gap is False
-    assert ModelConfig.from_json(CFG.to_json()).request_gap is True
+    assert ModelConfig.from_json(with_gap.to_json()).request_gap is True

@@ -61,7 +61,9 @@ def served_world(tmp_path_factory: pytest.TempPathFactory) -> World:
         progress=False,
     )
     pins = read_pins(lake)
-    cfg = ModelConfig.for_data(len(pins), pins.max_interest_id, **TINY_MODEL)
+    # With the request gap: the served embedding must then equal the offline one computed
+    # from the state row's last_event_ts_ms (tests/serving/test_serving.py).
+    cfg = ModelConfig.for_data(len(pins), pins.max_interest_id, **TINY_MODEL, request_gap=True)
     for seed in (1, 2):
         save_model(registry, TwoTower.build(cfg, seed=seed).eval(), {"seed": seed}, {})
     project = f"srv_{uuid.uuid4().hex[:8]}"

@@ -114,7 +114,8 @@ def train_cmd(
         typer.Option(
             help="Give the online tower the request gap: the seconds from the newest event "
             "in the user's history state to the request (log2 buckets); serving reads it "
-            "from user_history_state.last_event_ts_ms."
+            "from user_history_state.last_event_ts_ms. Off by default: README, "
+            '"Retrieval quality".'
         ),
     ] = ModelConfig().request_gap,
     dim: Annotated[int, typer.Option(min=2, help="Embedding dimension of both towers.")] = 64,
