@@ -39,8 +39,9 @@ class UserInputs:
     demographics: np.ndarray  # (B, 4) int64; 0 = unknown
     realtime_pins: np.ndarray  # (B, N) int64, oldest first, right-aligned
     realtime_mask: np.ndarray  # (B, N) bool
-    # Seconds from the state's newest event to the request; -1 without a state, or for a
-    # state row written before the field existed (read as "no history", as in training).
+    # Seconds from the state's newest event to the request; -1 without a state, for a
+    # state row written before the field existed (read as "no history", as in training),
+    # and for a version without ``request_gap`` (the field is then not read).
     since_last_s: np.ndarray  # (B,) int64
     seen: list[np.ndarray]  # per user: every pin of its real-time sequence
 
@@ -55,7 +56,8 @@ class SubjectInputs:
 
 
 # Only what the online tower and the rules read: fewer fields fetched and decoded.
-_HISTORY = ("hidden", "last_event_ts_ms")
+_HISTORY = ("hidden",)
+_HISTORY_WITH_GAP = ("hidden", "last_event_ts_ms")  # versions trained with request_gap
 _REALTIME = ("pin_ids",)
 _SUBJECT = ("interest_ids", "interest_confidences")
 
@@ -74,9 +76,10 @@ def read_inputs(
     keys = [{"user_id": int(u), "model_version": version} for u in user_ids]
     users = [{"user_id": int(u)} for u in user_ids]
     asked = _asked(subject_pins)
+    history_fields = _HISTORY_WITH_GAP if cfg.request_gap else _HISTORY
     history, profiles, realtime, pins = reader.read_many(
         [
-            Read(USER_HISTORY_STATE, keys, frozenset({"hidden"}), _HISTORY),
+            Read(USER_HISTORY_STATE, keys, frozenset({"hidden"}), history_fields),
             Read(USER_PROFILE, users),
             Read(USER_REALTIME_SEQ, users, frozenset({"pin_ids"}), _REALTIME),
             Read(PIN_PROFILE, [{"pin_id": p} for p in asked], features=_SUBJECT),
